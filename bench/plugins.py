@@ -97,7 +97,8 @@ class DefenseContext:
             train=lambda: train(model, generator),
             on_wait=self.trainer.progress.log,
         )
-        model.eval().requires_grad_(False)
+        # a checkpoint loads into the default layout; NHWC weights meet NHWC inputs without conversions
+        self.trainer.acceleration.layout(model).eval().requires_grad_(False)
         self._memo[key] = model
         return model
 

@@ -61,7 +61,7 @@ class Acceleration:
     ``compile`` config keys (see :func:`resolve_acceleration`)."""
 
     bf16: bool = False  # autocast the forward passes to bfloat16 (CUDA)
-    channels_last: bool = False  # NHWC memory layout for convolutions (CUDA)
+    channels_last: bool = False  # NHWC memory layout for convolutions (CUDA and CPU)
     compile: bool = False  # torch.compile the trained network's forward
 
     def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
@@ -69,9 +69,14 @@ class Acceleration:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def layout(self, model: nn.Module) -> nn.Module:
+        """The memory layout alone: for networks that only run forward here (a trained teacher)."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
+        return model
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        self.layout(model)
         if self.compile:
             model.compile()  # in place: objectives that call the module get the compiled forward
         return model
@@ -86,14 +91,15 @@ PRECISIONS = ("auto", "fp32", "bf16")
 def resolve_acceleration(
     device: torch.device, precision: str, channels_last: str | bool, compile: bool
 ) -> Acceleration:
-    """``auto`` means: bf16 and channels_last on CUDA (where they pay off), plain fp32 elsewhere."""
+    """``auto`` means: bf16 on CUDA only; channels_last on CUDA (tensor cores) and on the CPU, where
+    oneDNN's NHWC convolutions train the digits CNN 1.5× and ResNet-18 1.4× faster (measured: README)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is unknown; allowed: {', '.join(PRECISIONS)}")
     on_cuda = device.type == "cuda"
     bf16 = on_cuda if precision == "auto" else precision == "bf16"
     if channels_last not in ("auto", True, False):
         raise ConfigError(f"channels_last must be auto, true or false, got {channels_last!r}")
-    nhwc = on_cuda if channels_last == "auto" else bool(channels_last)
+    nhwc = device.type in ("cuda", "cpu") if channels_last == "auto" else bool(channels_last)
     return Acceleration(bf16=bf16, channels_last=nhwc, compile=bool(compile))
 
 
@@ -101,11 +107,18 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite: the cell is recorded as diverged and the matrix goes on."""
 
 
+FUSED_OPTIMIZER_DEVICES = ("cpu", "cuda")
+
+
 def make_optimizer(params: Iterable[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
+    params = list(params)
+    # One fused kernel per step instead of a dozen small ops per parameter: on the digits students
+    # the optimizer step is a third of the step time otherwise.
+    fused = (bool(params) and all(p.device.type in FUSED_OPTIMIZER_DEVICES for p in params)) or None
     if recipe.optimizer == "adam":
-        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=fused)
     return torch.optim.SGD(
-        params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=False
+        params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=False, fused=fused
     )
 
 
