@@ -37,6 +37,7 @@ class DAFLConfig:
     iters_per_epoch: int = 40  # generated batches per epoch (paper: 120)
     batch_size: int = 64  # generated inputs per batch (paper: 1024 on CIFAR, 512 on MNIST)
     latent_dim: int = 100  # paper: 1000 on CIFAR, 100 on MNIST
+    generator_width: int = 128  # channels of the generator's first block (the second has half; paper: 128)
     generator_lr: float = 0.2  # Adam (paper: 0.02 on CIFAR, 0.2 on MNIST)
     w_one_hot: float = 1.0  # MNIST: 1; CIFAR-10: 0.05; CIFAR-100: 0.5
     w_entropy: float = 5.0  # MNIST and CIFAR-10: 5; CIFAR-100: 20
@@ -48,6 +49,8 @@ class DAFLConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"attack.dafl.{name} must be a positive integer, got {value}")
+        if not isinstance(self.generator_width, int) or self.generator_width < 2:
+            raise ConfigError(f"attack.dafl.generator_width must be an integer >= 2, got {self.generator_width}")
         if not self.generator_lr > 0:
             raise ConfigError(f"attack.dafl.generator_lr must be > 0, got {self.generator_lr}")
         for name in ("w_one_hot", "w_entropy", "w_activation"):
@@ -96,34 +99,36 @@ def generator_loss(teacher_logits: Tensor, teacher_features: Tensor, cfg: DAFLCo
 class Generator(nn.Module):
     """The paper's generator, sized for any input shape C×H×W.
 
-    z → Linear → 128×⌈H/4⌉×⌈W/4⌉ → BN → up×2 → conv 128 → BN → LeakyReLU(0.2) → up to H×W → conv 64
-    → BN → LeakyReLU(0.2) → conv C → tanh → BN(affine=False). The inner BatchNorms have eps = 0.8, as
-    in the official code (a positional-argument slip inherited from PyTorch-GAN, kept for fidelity).
+    z → Linear → w×⌈H/4⌉×⌈W/4⌉ → BN → up×2 → conv w → BN → LeakyReLU(0.2) → up to H×W → conv w/2
+    → BN → LeakyReLU(0.2) → conv C → tanh → BN(affine=False), with width w = 128 in the paper. The
+    inner BatchNorms have eps = 0.8, as in the official code (a positional-argument slip inherited
+    from PyTorch-GAN, kept for fidelity).
     """
 
-    def __init__(self, latent_dim: int, input_shape: tuple[int, int, int]) -> None:
+    def __init__(self, latent_dim: int, input_shape: tuple[int, int, int], width: int = 128) -> None:
         super().__init__()
-        channels, height, width = input_shape
-        self.output_size = (height, width)
-        self.init_size = (math.ceil(height / 4), math.ceil(width / 4))
-        self.project = nn.Linear(latent_dim, 128 * self.init_size[0] * self.init_size[1])
-        self.norm = nn.BatchNorm2d(128)
+        channels, height, width_px = input_shape
+        self.width = width
+        self.output_size = (height, width_px)
+        self.init_size = (math.ceil(height / 4), math.ceil(width_px / 4))
+        self.project = nn.Linear(latent_dim, width * self.init_size[0] * self.init_size[1])
+        self.norm = nn.BatchNorm2d(width)
         self.block1 = nn.Sequential(
-            nn.Conv2d(128, 128, 3, stride=1, padding=1),
-            nn.BatchNorm2d(128, eps=0.8),
+            nn.Conv2d(width, width, 3, stride=1, padding=1),
+            nn.BatchNorm2d(width, eps=0.8),
             nn.LeakyReLU(0.2, inplace=True),
         )
         self.block2 = nn.Sequential(
-            nn.Conv2d(128, 64, 3, stride=1, padding=1),
-            nn.BatchNorm2d(64, eps=0.8),
+            nn.Conv2d(width, width // 2, 3, stride=1, padding=1),
+            nn.BatchNorm2d(width // 2, eps=0.8),
             nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(64, channels, 3, stride=1, padding=1),
+            nn.Conv2d(width // 2, channels, 3, stride=1, padding=1),
             nn.Tanh(),
             nn.BatchNorm2d(channels, affine=False),
         )
 
     def forward(self, z: Tensor) -> Tensor:
-        x = self.project(z).view(z.shape[0], 128, *self.init_size)
+        x = self.project(z).view(z.shape[0], self.width, *self.init_size)
         x = F.interpolate(self.norm(x), scale_factor=2)
         x = F.interpolate(self.block1(x), size=self.output_size)
         return self.block2(x)
@@ -133,8 +138,7 @@ def teacher_logits_and_features(teacher: Teacher, x: Tensor) -> tuple[Tensor, Te
     """The served logits and the penultimate features, from one pass where the served function is
     the network's own; a perturbing defense's served logits are what a white-box attacker sees."""
     features = teacher.model.forward_features(x)
-    logits = teacher.serve(x) if teacher.perturbed else teacher.model.head(features)
-    return logits, features
+    return teacher.serve_from_logits(teacher.model.head(features), x), features
 
 
 def generator_step(
@@ -172,7 +176,7 @@ class DAFL(Attack):
     def run(self, teacher: Teacher, student: nn.Module, ctx: AttackContext) -> nn.Module:
         cfg = self.cfg
         device = ctx.trainer.device
-        generator = Generator(cfg.latent_dim, ctx.input_shape).to(device).train()
+        generator = Generator(cfg.latent_dim, ctx.input_shape, cfg.generator_width).to(device).train()
         optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr)
         noise = device_generator(ctx)
 

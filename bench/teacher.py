@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from bench.errors import BenchError, ConfigError
 
 ServeFn = Callable[[Tensor], Tensor]
+Perturbation = Callable[[Tensor, Tensor], Tensor]  # (clean logits, inputs) → served logits
 
 
 class Access(enum.Enum):
@@ -35,16 +36,37 @@ class Teacher:
     """A trained network plus the function its owner serves (logits after any perturbation).
 
     ``model`` is the clean network; ``serve(x)`` is what the API computes, differentiable, so a
-    white-box attack differentiates through a defense's perturbation as the threat model says.
+    white-box attack differentiates through a defense's perturbation as the threat model says. A
+    defense gives either an opaque ``serve`` function or a ``perturb`` of the clean logits; with the
+    latter an attack that also reads the network's features runs the network once
+    (:meth:`serve_from_logits`).
     """
 
-    def __init__(self, model: nn.Module, serve: ServeFn | None = None, *, perturbed: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        serve: ServeFn | None = None,
+        *,
+        perturbed: bool = False,
+        perturb: Perturbation | None = None,
+    ) -> None:
+        if serve is not None and perturb is not None:
+            raise ValueError("a teacher serves through either a serve function or a perturbation, not both")
         self.model = model.eval().requires_grad_(False)
         self._serve = serve
-        self.perturbed = perturbed  # the served logits differ from the model's (a logit defense)
+        self._perturb = perturb
+        self.perturbed = perturbed or perturb is not None  # the served logits differ from the model's
 
     def serve(self, x: Tensor) -> Tensor:
-        return self._serve(x) if self._serve is not None else self.model(x)
+        if self._serve is not None:
+            return self._serve(x)
+        return self.serve_from_logits(self.model(x), x)
+
+    def serve_from_logits(self, clean_logits: Tensor, x: Tensor) -> Tensor:
+        """The served logits for inputs ``x``, given the clean network's logits on them."""
+        if self._perturb is not None:
+            return self._perturb(clean_logits, x)
+        return self._serve(x) if self._serve is not None else clean_logits
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.serve(x)

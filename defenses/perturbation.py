@@ -9,16 +9,13 @@ top-1 accuracy is the normal teacher's; the price shows in the served probabilit
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from bench.plugins import Defense, DefenseContext
-from bench.teacher import Teacher
+from bench.teacher import Perturbation, Teacher
 from defenses.normal import normal_network
-
-Perturbation = Callable[[Tensor, Tensor], Tensor]  # (clean logits, inputs) → served logits
 
 
 class LogitPerturbationDefense(Defense):
@@ -26,13 +23,7 @@ class LogitPerturbationDefense(Defense):
     def perturbation(self, ctx: DefenseContext) -> Perturbation: ...
 
     def build(self, ctx: DefenseContext) -> Teacher:
-        model = normal_network(ctx)
-        perturb = self.perturbation(ctx)
-
-        def serve(x: Tensor) -> Tensor:
-            return perturb(model(x), x)
-
-        return Teacher(model, serve, perturbed=True)
+        return Teacher(normal_network(ctx), perturb=self.perturbation(ctx))
 
 
 def restore_argmax(served: Tensor, clean: Tensor) -> Tensor:

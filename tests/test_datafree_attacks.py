@@ -109,6 +109,20 @@ def test_dafl_reads_the_penultimate_features_and_the_served_logits():
     assert torch.allclose(logits, -teacher.model(x), atol=1e-6)
 
 
+def test_dafl_runs_a_perturbed_teachers_network_once_per_batch():
+    """A logit defense's perturbation applies to the logits of the pass that gave the features."""
+    teacher = trained_teacher()
+    x = torch.randn(5, 1, 8, 8)
+    perturbed = Teacher(teacher.model, perturb=lambda logits, inputs: logits.flip(1) + inputs.mean())
+    calls = []
+    hook = teacher.model.body.register_forward_hook(lambda *_: calls.append(1))
+    logits, features = teacher_logits_and_features(perturbed, x)
+    hook.remove()
+    assert len(calls) == 1
+    assert torch.allclose(logits, teacher.model(x).flip(1) + x.mean(), atol=1e-6)
+    assert torch.allclose(features, teacher.model.forward_features(x))
+
+
 def test_dafl_trains_the_student_and_leaves_the_teacher_untouched():
     teacher = trained_teacher()
     before = {k: v.clone() for k, v in teacher.model.state_dict().items()}
@@ -244,6 +258,7 @@ def test_the_paper_preset_sets_the_published_budgets():
     "override,message",
     [
         ("attack.dafl.epochs=0", r"attack.dafl.epochs must be a positive integer, got 0"),
+        ("attack.dafl.generator_width=1", r"attack.dafl.generator_width must be an integer >= 2, got 1"),
         ("attack.dafl.generator_lr=-1", r"attack.dafl.generator_lr must be > 0, got -1"),
         ("attack.dafl.w_entropy=-5", r"attack.dafl.w_entropy must be >= 0, got -5"),
         ("+attack.dafl.student_recipe.epochs=3", r"attack.dafl.student_recipe: .*epochs.*allowed: gamma"),
