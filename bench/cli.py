@@ -139,6 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)  # one line, never wrapped: scripts grep it
         return 2
+    except RuntimeError as err:
+        from bench.workers import WorkerDied
+
+        if not isinstance(err, WorkerDied):
+            raise
+        print(f"failed: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             "interrupted: finished cells and trained teachers are saved; rerun the same command to continue",

@@ -7,6 +7,7 @@ line instead of a traceback an hour into a run.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -106,6 +107,7 @@ class RunPlan:
     preset: str
     config: DictConfig
     recipe_by_model: dict[str, Recipe] = field(default_factory=dict)  # architectures trained otherwise
+    workers: int = 1  # cells computed at once, each in its own process (1: in this process)
     paper: str | None = None  # the published table the leaderboard shows beside the measured figures
 
     def recipe_for(self, arch: str) -> Recipe:
@@ -285,8 +287,37 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         preset=str(cfg.get("preset_name", "default")),
         config=cfg,
         recipe_by_model=recipe_by_model,
+        workers=resolve_workers(cfg.get("workers", 1), device),
         paper=None if paper is None else str(paper),
     )
+
+
+# Each worker process holds its own torch and data (about half a GiB on the CPU): ``auto`` stops here.
+MAX_AUTO_CPU_WORKERS = 16
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve_workers(setting: Any, device: torch.device) -> int:
+    """``auto``: one worker per GPU on CUDA (``device=cuda`` without an index), one per core on the
+    CPU, where small networks keep one core busy each far better than two threads share one step."""
+    if setting == "auto":
+        if device.type == "cuda":
+            return torch.cuda.device_count() if device.index is None else 1
+        if device.type == "cpu":
+            return min(available_cores(), MAX_AUTO_CPU_WORKERS)
+        return 1
+    if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
+        return setting
+    raise ConfigError(f"workers must be a positive integer or auto, got {setting!r}")
+
+
+def worker_device(device: torch.device, worker: int) -> torch.device:
+    """Worker k's device: with ``device=cuda`` (no index) and several GPUs, GPU k mod n."""
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    return torch.device("cuda", worker % gpus) if device.index is None and gpus > 1 else device
 
 
 def _recipes_by_model(recipe: Recipe, node: DictConfig | None) -> dict[str, Recipe]:

@@ -69,20 +69,22 @@ class Runner:
         skipped = len(self.plan.cells) - len(todo)
         if skipped:
             self.progress.log(f"{skipped} of {len(self.plan.cells)} cells already done for this configuration")
+        measured = {r.key: r for r in self.store.all() if r.status in FINAL_STATUSES}
+        if self.plan.workers > 1 and len({key for _, key in todo if key not in measured}) > 1:
+            from bench.workers import run_in_workers
+
+            return run_in_workers(self, todo, measured)
         if todo:
             # A missing or incomplete dataset is bad input: refused before anything trains, not
             # recorded as a failure in every cell.
             _ = self.data
-        measured = {r.key: r for r in self.store.all() if r.status in FINAL_STATUSES}
         done = []
         for i, (cell, key) in enumerate(todo, 1):
-            title = (
-                f"[{i}/{len(todo)}] {cell.teacher}/{cell.defense} × {cell.attack} → {cell.student} (seed {cell.seed})"
-            )
+            title = cell_title(cell, i, len(todo))
             twin = measured.get(key)
             if twin is not None:
                 self.progress.log(f"{title}: the same computation as {twin.cell}, measured already")
-                record = replace(twin, student=cell.student, student_arch=cell.student_arch, wall_s=0.0)
+                record = twin_record(cell, twin)
             else:
                 self.progress.log(title)
                 record = self.run_cell(cell, key)
@@ -211,6 +213,15 @@ class Runner:
         return trainer.accuracy(trained, self.data), queries
 
 
+def cell_title(cell: Cell, i: int, n: int) -> str:
+    return f"[{i}/{n}] {cell.teacher}/{cell.defense} × {cell.attack} → {cell.student} (seed {cell.seed})"
+
+
+def twin_record(cell: Cell, twin: Record) -> Record:
+    """``cell``'s record taken over from ``twin``, the same computation under another name."""
+    return replace(twin, student=cell.student, student_arch=cell.student_arch, wall_s=0.0)
+
+
 def check_writable(plan: RunPlan) -> None:
     folder = plan.dataset_dir
     try:
@@ -236,6 +247,7 @@ def settings_of(plan: RunPlan) -> dict[str, Any]:
         "epochs": plan.recipe.epochs,
         "recipe": asdict(plan.recipe),
         "device": str(plan.device),
+        "workers": plan.workers,
         "precision": "bf16" if plan.acceleration.bf16 else "fp32",
         "torch": torch.__version__,
         "kdbench": bench.__version__,

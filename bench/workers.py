@@ -1,0 +1,214 @@
+"""Cells on several worker processes at once (``workers=N``; ``auto``: one per GPU, one per CPU core).
+
+The parent schedules and each worker computes: a worker is a :class:`~bench.runner.Runner` of its
+own (its own data, its own memo of teachers) in a spawned process with ``cores / workers`` threads,
+on its own GPU when there are several. Teachers and scratch baselines are built first, as tasks of
+their own, so that no cell waits behind another cell for the network it attacks; a cell is handed
+out once both of its networks exist. Workers share those networks through the cache (a second
+worker needing a teacher that is being trained waits on its lock, then loads it) and write each
+record themselves the moment the cell ends, so stopping the parent loses only unfinished cells.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+import torch
+
+from bench.config import Cell, available_cores, worker_device
+from bench.data import load_dataset
+from bench.errors import BenchError
+from bench.progress import Progress
+from bench.records import Record
+from bench.train import TrainingDiverged
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended abruptly (killed, out of memory): the run stops, finished cells are kept."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """A network cells depend on: a defense's teacher or a student's scratch baseline."""
+
+    kind: str  # "teacher" | "baseline"
+    arch: str
+    defense: str  # "" for a baseline
+    seed: int
+
+
+def networks_of(cell: Cell) -> tuple[Network, Network]:
+    teacher = Network("teacher", cell.teacher, cell.defense, cell.seed)
+    return teacher, Network("baseline", cell.student_arch, "", cell.seed)
+
+
+def build_order(cells: list[Cell]) -> list[Network]:
+    """Every network the cells need, in the order to build them.
+
+    Per (teacher, seed): the first defense's teacher, then that seed's scratch baselines, then the
+    other defenses' teachers. Other defenses usually start from the first one (the nasty teacher
+    trains against the normal one, logit defenses wrap it), so while one worker trains it the next
+    builds the baselines, which depend on nothing, instead of waiting on its lock.
+    """
+    teachers = list(dict.fromkeys(networks_of(cell)[0] for cell in cells))
+    baselines = list(dict.fromkeys(networks_of(cell)[1] for cell in cells))
+    order: list[Network] = []
+    for teacher in teachers:
+        first_of_group = all((t.arch, t.seed) != (teacher.arch, teacher.seed) for t in order)
+        order.append(teacher)
+        if first_of_group:
+            order += [b for b in baselines if b.seed == teacher.seed and b not in order]
+    return order
+
+
+# -- inside a worker process -------------------------------------------------------------------
+
+_runner = None  # this worker's Runner, made by _start_worker
+
+
+def _start_worker(plan_bytes: bytes, threads: int, slots: multiprocessing.Queue) -> None:
+    import signal
+
+    from bench.plugins import load_plugins
+    from bench.runner import Runner
+
+    # Ctrl-C reaches the whole process group: the parent alone decides what stops (it ends the workers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    load_plugins()  # before unpickling the plan: its option dataclasses come from plugin modules
+    plan = pickle.loads(plan_bytes)
+    plan = replace(plan, device=worker_device(plan.device, slots.get()), workers=1)
+    global _runner
+    _runner = Runner(plan, Progress(quiet=True))
+
+
+def _build_network(network: Network) -> None:
+    try:
+        if network.kind == "teacher":
+            _runner.teacher(network.arch, network.defense, network.seed)
+        else:
+            _runner.baseline(network.arch, network.seed)
+    except (TrainingDiverged, BenchError):
+        pass  # not an error of the run: each cell that needs this network records why it has no result
+
+
+def _compute_cells(cells: list[tuple[Cell, str]]) -> list[Record]:
+    records = []
+    for cell, key in cells:
+        records.append(_runner.run_cell(cell, key))
+        _runner.store.put(records[-1])
+    return records
+
+
+# -- in the parent -------------------------------------------------------------------------------
+
+
+@contextmanager
+def worker_pool(plan, workers: int) -> Iterator[ProcessPoolExecutor]:
+    """``workers`` spawned processes that each hold a Runner for ``plan``; on any exit from the block,
+    including Ctrl-C, the workers are ended at once (the cache and records are written atomically)."""
+    context = multiprocessing.get_context("spawn")  # fork would copy a CUDA context and held locks
+    slots = context.Queue()
+    for worker in range(workers):
+        slots.put(worker)
+    threads = max(1, available_cores() // workers)
+    before = set(multiprocessing.active_children())
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(pickle.dumps(plan), threads, slots)
+    )
+    try:
+        yield pool
+    finally:
+        for child in set(multiprocessing.active_children()) - before:
+            child.terminate()  # a no-op for a worker that has finished
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_in_workers(runner, todo: list[tuple[Cell, str]], measured: dict[str, Record]) -> list[Record]:
+    """Compute ``todo`` (cells with their keys) on ``runner.plan.workers`` processes; returns the records."""
+    from bench.runner import cell_title, twin_record
+
+    plan, progress, store = runner.plan, runner.progress, runner.store
+    load_dataset(plan.dataset)  # bad input is refused here, before any worker starts
+    done: list[Record] = []
+    computations: dict[str, list[Cell]] = {}  # key → the cells that are this one computation
+    for cell, key in todo:
+        if key in measured:
+            progress.log(f"{cell.name}: the same computation as {measured[key].cell}, measured already")
+            record = twin_record(cell, measured[key])
+            store.put(record)
+            done.append(record)
+        else:
+            computations.setdefault(key, []).append(cell)
+    cells = [(group[0], key) for key, group in computations.items()]
+    networks = build_order([cell for cell, _ in cells])
+    # The students of one (teacher, defense, attack, seed) go to one worker together: what an attack
+    # derives from the teacher alone (DeepInversion's synthesised pool) is then made once, not per worker.
+    batches: dict[tuple, list[tuple[Cell, str]]] = {}
+    for cell, key in cells:
+        batches.setdefault((cell.teacher, cell.defense, cell.attack, cell.seed), []).append((cell, key))
+    waiting = list(batches.values())
+    workers = min(plan.workers, len(waiting))
+    progress.log(f"{len(cells)} cells on {workers} worker processes")
+
+    built: set[Network] = set()
+    in_flight: dict[Future, Network | list[tuple[Cell, str]]] = {}
+
+    def next_task(pool: ProcessPoolExecutor) -> Future | None:
+        if networks:
+            network = networks.pop(0)
+            return _submit(pool, in_flight, network, _build_network, network)
+        for i, batch in enumerate(waiting):
+            if all(n in built for cell, _ in batch for n in networks_of(cell)):
+                del waiting[i]
+                return _submit(pool, in_flight, batch, _compute_cells, batch)
+        return None
+
+    with worker_pool(plan, workers) as pool, progress.task("cells", total=len(cells)) as advance:
+        finished = 0
+        while waiting or in_flight or networks:
+            while len(in_flight) < workers and next_task(pool) is not None:
+                pass
+            ready, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in ready:
+                task = in_flight.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    busy = [describe(t) for t in [task, *in_flight.values()]]
+                    raise WorkerDied(
+                        f"a worker process died (killed or out of memory) while computing: {', '.join(busy)}; "
+                        "finished cells are saved, rerun the same command to continue"
+                    ) from None
+                if isinstance(task, Network):
+                    built.add(task)
+                    continue
+                for (cell, key), record in zip(task, result, strict=True):
+                    finished += 1
+                    advance(1)
+                    progress.log(f"{cell_title(cell, finished, len(cells))}: {record.status}, {record.wall_s:.1f} s")
+                    done.append(record)
+                    for twin in computations[key][1:]:
+                        done.append(twin_record(twin, record))
+                        store.put(done[-1])
+    return done
+
+
+def describe(task: Network | list[tuple[Cell, str]]) -> str:
+    if isinstance(task, Network):
+        return f"{task.defense or 'scratch'} {task.arch} (seed {task.seed})"
+    return ", ".join(cell.name for cell, _ in task)
+
+
+def _submit(
+    pool: ProcessPoolExecutor, in_flight: dict, task: Network | list[tuple[Cell, str]], fn: Callable, *args
+) -> Future:
+    future = pool.submit(fn, *args)
+    in_flight[future] = task
+    return future

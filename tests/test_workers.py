@@ -1,0 +1,144 @@
+"""Cells on several worker processes: the same records as one process, safe to kill, clear settings.
+
+The runs use the tiny preset (seconds of training) widened to two defenses, two attacks and two
+students, so that two workers have work to share; worker processes start in a few seconds each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.config import Cell, available_cores, resolve_workers
+from bench.errors import ConfigError
+from bench.faults import FAULT_ENV
+from bench.workers import Network, build_order
+
+MATRIX = ["preset=tiny", "quiet=true", "defense=[normal,nasty]", "attack=[kd,blackbox]", "student=[mlp,cnn1]"]
+
+
+def records_of(folder: Path) -> dict[str, dict]:
+    records = {}
+    for path in sorted((folder / "synthetic" / "records").glob("*.json")):
+        record = json.loads(path.read_text())
+        record.pop("wall_s")
+        records[path.name] = record
+    return records
+
+
+@pytest.fixture(scope="module")
+def in_one_process(tmp_path_factory) -> dict[str, dict]:
+    """The matrix in this process, with the thread count each of two workers gets."""
+    results = tmp_path_factory.mktemp("sequential")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, available_cores() // 2))
+    try:
+        assert main(["run", *MATRIX, f"results_dir={results}", "workers=1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return records_of(results)
+
+
+def test_two_workers_write_the_records_of_one_process(tmp_path, in_one_process):
+    assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
+    assert len(in_one_process) == 8
+    assert records_of(tmp_path) == in_one_process
+    settings = json.loads((tmp_path / "synthetic" / "run.json").read_text())
+    assert settings["workers"] == 2
+
+
+def start_bench(results: Path, *, fault: str | None = None, marker: str = "") -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    env["KDBENCH_TEST_MARKER"] = marker  # inherited by the workers: finds them if any outlive the run
+    if fault is not None:
+        env[FAULT_ENV] = fault
+    command = [sys.executable, "-m", "bench.cli", "run", *MATRIX, f"results_dir={results}", "workers=2"]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def processes_marked(marker: str) -> list[int]:
+    """PIDs of live processes whose environment carries ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"KDBENCH_TEST_MARKER={marker}".encode() in (proc / "environ").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_killed_worker_stops_the_run_with_a_clear_error_and_a_rerun_completes(tmp_path, in_one_process):
+    # the worker that trains the nasty teacher kills itself at its first step
+    process = start_bench(tmp_path, fault="kill:train/teacher nasty*")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1, stderr
+    assert "a worker process died (killed or out of memory) while computing:" in stderr
+    assert "rerun the same command to continue" in stderr
+    assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
+    assert records_of(tmp_path) == in_one_process
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds leftover workers through /proc")
+def test_ctrl_c_ends_the_workers_at_once_and_keeps_finished_cells(tmp_path, in_one_process):
+    marker = f"ctrl-c-{os.getpid()}"
+    process = start_bench(tmp_path, marker=marker)
+    records = tmp_path / "synthetic" / "records"
+    deadline = time.monotonic() + 300
+    while not list(records.glob("*.json")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "interrupted: finished cells and trained teachers are saved" in stderr
+    time.sleep(1)
+    assert processes_marked(marker) == []  # no worker goes on computing behind the user's back
+    finished = records_of(tmp_path)
+    assert finished and all(in_one_process[name] == record for name, record in finished.items())
+    assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
+    assert records_of(tmp_path) == in_one_process
+
+
+def test_networks_are_built_root_teacher_first_then_baselines_then_the_other_teachers():
+    cells = [
+        Cell("digits_cnn", defense, attack, student, 0)
+        for defense in ("normal", "nasty", "topk")
+        for attack in ("kd", "dafl")
+        for student in ("mlp", "cnn1")
+    ]
+    assert build_order(cells) == [
+        Network("teacher", "digits_cnn", "normal", 0),
+        Network("baseline", "mlp", "", 0),
+        Network("baseline", "cnn1", "", 0),
+        Network("teacher", "digits_cnn", "nasty", 0),
+        Network("teacher", "digits_cnn", "topk", 0),
+    ]
+
+
+def test_workers_auto_is_one_per_core_on_the_cpu_and_one_per_gpu_on_cuda():
+    assert resolve_workers("auto", torch.device("cpu")) == min(available_cores(), 16)
+    assert resolve_workers("auto", torch.device("cuda", 1)) == 1  # a chosen GPU: one worker on it
+    assert resolve_workers("auto", torch.device("mps")) == 1
+    assert resolve_workers(3, torch.device("cpu")) == 3
+
+
+@pytest.mark.parametrize("value", [0, -2, "many", True, 1.5])
+def test_a_bad_worker_count_is_refused_naming_what_is_allowed(value):
+    with pytest.raises(ConfigError, match=r"workers must be a positive integer or auto, got"):
+        resolve_workers(value, torch.device("cpu"))
+
+
+def test_a_bad_worker_count_on_the_command_line_is_refused_before_training(tmp_path, capsys):
+    assert main(["run", "preset=tiny", f"results_dir={tmp_path}", "workers=0"]) == 2
+    assert "error: workers must be a positive integer or auto, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "synthetic" / "records").exists()
