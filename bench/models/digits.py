@@ -13,14 +13,20 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 
 
 class DigitsCNN(Classifier):
-    """Three conv-BN-ReLU layers (32, 64, 128 channels), one 2×2 pool, global average pool."""
+    """Three conv-BN-ReLU layers (32, 64, 128 channels), a 2×2 pool after the first, global average pool.
+
+    Pooling after the first layer, not the second, makes a training step 1.4× cheaper, and the
+    teacher is the suite's costliest network on digits (trained twice per seed, differentiated by
+    DAFL and DeepInversion). Its nasty-teacher effect held as before (3 seeds of the normal, nasty ×
+    kd slice: teacher 99.81 → 98.34; KD into cnn1 98.15 → 90.37, into mlp 96.30 → 87.87).
+    """
 
     def __init__(self, num_classes: int, in_channels: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
             *_conv_bn_relu(in_channels, 32),
-            *_conv_bn_relu(32, 64),
             nn.MaxPool2d(2),
+            *_conv_bn_relu(32, 64),
             *_conv_bn_relu(64, 128),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
