@@ -305,7 +305,7 @@ def resolve_workers(setting: Any, device: torch.device) -> int:
     CPU, where small networks keep one core busy each far better than two threads share one step."""
     if setting == "auto":
         if device.type == "cuda":
-            return torch.cuda.device_count() if device.index is None else 1
+            return max(1, torch.cuda.device_count()) if device.index is None else 1
         if device.type == "cpu":
             return min(available_cores(), MAX_AUTO_CPU_WORKERS)
         return 1

@@ -111,8 +111,8 @@ def _compute_cells(cells: list[tuple[Cell, str]]) -> list[Record]:
 
 @contextmanager
 def worker_pool(plan, workers: int) -> Iterator[ProcessPoolExecutor]:
-    """``workers`` spawned processes that each hold a Runner for ``plan``; on any exit from the block,
-    including Ctrl-C, the workers are ended at once (the cache and records are written atomically)."""
+    """``workers`` spawned processes that each hold a Runner for ``plan``. On an exception in the
+    block, Ctrl-C included, the workers are ended at once (the cache and records are written atomically)."""
     context = multiprocessing.get_context("spawn")  # fork would copy a CUDA context and held locks
     slots = context.Queue()
     for worker in range(workers):
@@ -124,9 +124,11 @@ def worker_pool(plan, workers: int) -> Iterator[ProcessPoolExecutor]:
     )
     try:
         yield pool
-    finally:
+    except BaseException:
         for child in set(multiprocessing.active_children()) - before:
-            child.terminate()  # a no-op for a worker that has finished
+            child.terminate()  # mid-cell: what it had not written yet is lost, nothing else
+        raise
+    finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
