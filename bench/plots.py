@@ -17,6 +17,9 @@ def _save(fig: Figure, path: Path) -> None:
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=150, bbox_inches="tight"))
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
 def _defense_rows(board: pd.DataFrame) -> pd.DataFrame:
     return board[board.teacher != ""]
 
@@ -32,6 +35,9 @@ def plot_tradeoff(board: pd.DataFrame, path: Path, title: str) -> None:
     fig = Figure(figsize=(6.4, 4.6))
     ax = fig.subplots()
     ax.axhline(0, color="0.6", linewidth=0.8, zorder=0)
+    # A legend, not labels beside the points: defenses that keep the normal network's accuracy sit
+    # on one vertical line, often within a fraction of a point, and their labels would overprint.
+    # Distinct markers keep coinciding points apart to the eye.
     for i, (_, row) in enumerate(rows.iterrows()):
         if pd.isna(row.teacher_acc) or pd.isna(row.guaranteed_drop):
             continue
@@ -40,15 +46,14 @@ def plot_tradeoff(board: pd.DataFrame, path: Path, title: str) -> None:
             row.guaranteed_drop,
             xerr=np.nan_to_num(row.teacher_acc_std),
             yerr=np.nan_to_num(row.guaranteed_drop_std),
-            fmt="o",
-            markersize=7,
+            fmt=MARKERS[i % len(MARKERS)],
+            markersize=9 - 2 * (i % 3),
             capsize=4,
             color=f"C{i % 10}",
+            alpha=0.85,
+            label=_row_label(row, several).replace("\n", " "),
         )
-        label = _row_label(row, several).replace("\n", " ")
-        ax.annotate(
-            label, (row.teacher_acc, row.guaranteed_drop), textcoords="offset points", xytext=(8, 6), fontsize=9
-        )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, title="defense", title_fontsize=9)
     ax.set_xlabel("teacher test accuracy (%)   [right: the owner keeps more]")
     ax.set_ylabel("guaranteed student drop (points)\n[up: the defense protects more]")
     ax.set_title(f"{title}: accuracy kept vs. protection\n(drop: worst case over attacks and students)", fontsize=10)
@@ -63,7 +68,7 @@ def plot_matrix(board: pd.DataFrame, path: Path, title: str) -> None:
     several = rows.teacher.nunique() > 1
     pairs = [c.removesuffix(" drop") for c in board.columns if c.endswith(" drop") and "/" in c]
     values = rows[[f"{p} drop" for p in pairs]].to_numpy(dtype=float)
-    fig = Figure(figsize=(1.3 + 1.25 * len(pairs), 1.2 + 0.55 * len(rows)))
+    fig = Figure(figsize=(1.3 + 1.5 * len(pairs), 1.2 + 0.55 * len(rows)))
     ax = fig.subplots()
     finite = values[np.isfinite(values)]
     span = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
@@ -71,7 +76,8 @@ def plot_matrix(board: pd.DataFrame, path: Path, title: str) -> None:
     for (i, j), value in np.ndenumerate(values):
         status = rows.iloc[i].get(f"{pairs[j]} status")
         text = f"{value:+.1f}" if np.isfinite(value) else (status if isinstance(status, str) else "–")
-        ax.text(j, i, text, ha="center", va="center", fontsize=9, color="black" if abs(value) < 0.6 * span else "white")
+        dark = np.isfinite(value) and abs(value) >= 0.6 * span  # an empty cell is white: its text black
+        ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
     ax.set_xticks(range(len(pairs)), [p.replace("/", "\n→ ") for p in pairs], fontsize=9)
     ax.set_yticks(range(len(rows)), [_row_label(r, several) for _, r in rows.iterrows()], fontsize=9)
     ax.set_xlabel("attack → student")
