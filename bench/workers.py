@@ -18,15 +18,19 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
-from bench.config import Cell, available_cores, worker_device
+from bench.config import Cell, RunPlan, available_cores, worker_device
 from bench.data import load_dataset
 from bench.errors import BenchError
 from bench.progress import Progress
 from bench.records import Record
 from bench.train import TrainingDiverged
+
+if TYPE_CHECKING:
+    from bench.runner import Runner  # which imports this module when it needs workers
 
 
 class WorkerDied(RuntimeError):
@@ -69,7 +73,7 @@ def build_order(cells: list[Cell]) -> list[Network]:
 
 # -- inside a worker process -------------------------------------------------------------------
 
-_runner = None  # this worker's Runner, made by _start_worker
+_runner: Runner | None = None  # this worker's Runner, made by _start_worker
 
 
 def _start_worker(plan_bytes: bytes, threads: int, slots: multiprocessing.Queue) -> None:
@@ -110,7 +114,7 @@ def _compute_cells(cells: list[tuple[Cell, str]]) -> list[Record]:
 
 
 @contextmanager
-def worker_pool(plan, workers: int) -> Iterator[ProcessPoolExecutor]:
+def worker_pool(plan: RunPlan, workers: int) -> Iterator[ProcessPoolExecutor]:
     """``workers`` spawned processes that each hold a Runner for ``plan``. On an exception in the
     block, Ctrl-C included, the workers are ended at once (the cache and records are written atomically)."""
     context = multiprocessing.get_context("spawn")  # fork would copy a CUDA context and held locks
@@ -132,7 +136,7 @@ def worker_pool(plan, workers: int) -> Iterator[ProcessPoolExecutor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_in_workers(runner, todo: list[tuple[Cell, str]], measured: dict[str, Record]) -> list[Record]:
+def run_in_workers(runner: Runner, todo: list[tuple[Cell, str]], measured: dict[str, Record]) -> list[Record]:
     """Compute ``todo`` (cells with their keys) on ``runner.plan.workers`` processes; returns the records."""
     from bench.runner import cell_title, twin_record
 

@@ -56,6 +56,19 @@ def test_a_served_perturbation_is_what_the_api_returns_and_white_box_differentia
     assert x.grad is not None
 
 
+def test_a_perturbation_of_the_clean_logits_is_served_and_reusable_from_logits_already_computed():
+    model = torch.nn.Linear(4, 3)
+    teacher = Teacher(model, perturb=lambda logits, x: logits.flip(1) - x.sum(1, keepdim=True))
+    x = torch.randn(2, 4)
+    served = model(x).flip(1) - x.sum(1, keepdim=True)
+    assert teacher.perturbed
+    assert torch.allclose(teacher.api(Access.LOGITS)(x), served)
+    assert torch.allclose(teacher.serve_from_logits(model(x), x), served)
+    assert torch.allclose(linear_teacher().serve_from_logits(torch.ones(2, 3), x), torch.ones(2, 3))
+    with pytest.raises(ValueError, match="either a serve function or a perturbation"):
+        Teacher(model, serve=model, perturb=lambda logits, x: logits)
+
+
 def test_top_k_access_serves_a_distribution_over_k_classes_at_most():
     teacher = linear_teacher()
     x = torch.randn(6, 4)
