@@ -53,7 +53,8 @@ def plot_tradeoff(board: pd.DataFrame, path: Path, title: str) -> None:
             alpha=0.85,
             label=_row_label(row, several).replace("\n", " "),
         )
-    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, title="defense", title_fontsize=9)
+    if ax.get_legend_handles_labels()[0]:  # none when every defense's cells failed
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9, title="defense", title_fontsize=9)
     ax.set_xlabel("teacher test accuracy (%)   [right: the owner keeps more]")
     ax.set_ylabel("guaranteed student drop (points)\n[up: the defense protects more]")
     ax.set_title(f"{title}: accuracy kept vs. protection\n(drop: worst case over attacks and students)", fontsize=10)
