@@ -92,7 +92,7 @@ def resolve_acceleration(
     device: torch.device, precision: str, channels_last: str | bool, compile: bool
 ) -> Acceleration:
     """``auto`` means: bf16 on CUDA only; channels_last on CUDA (tensor cores) and on the CPU, where
-    oneDNN's NHWC convolutions train the digits CNN 1.5× and ResNet-18 1.4× faster (measured: README)."""
+    oneDNN's NHWC convolutions train the digits CNN 1.2× and ResNet-18 1.4× faster (measured: README)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is unknown; allowed: {', '.join(PRECISIONS)}")
     on_cuda = device.type == "cuda"
