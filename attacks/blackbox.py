@@ -2,7 +2,7 @@
 
 The attacker picks query inputs from a source, sends each to the API once (the budget counts every
 input), and trains the student on the answers it got: the transfer set. It never receives the
-teacher, its weights or its gradients, only a :class:`~bench.teacher.TeacherAPI`.
+teacher, its weights or its gradients, only a :class:`~kdbench.teacher.TeacherAPI`.
 
 Sources (``attack.blackbox.source``):
 
@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
+from kdbench.data import DatasetConfig, InputFormat, convert_images, index_batches
+from kdbench.datasets import DATASETS, load_dataset
+from kdbench.errors import ConfigError
+from kdbench.losses import soft_kl
+from kdbench.teacher_answers import ask_in_chunks
 from torch import Tensor, nn
-
-from bench.data import DATASETS, DatasetConfig, InputFormat, convert_images, load_dataset
-from bench.errors import ConfigError
-from bench.losses import soft_kl
-from bench.plugins import Attack, AttackContext, DataAccess, register_attack
-from bench.teacher import Access, TeacherAPI
 
 SOURCES = {
     "train": DataAccess.TRAIN_INPUTS,
@@ -42,7 +42,6 @@ SOURCES = {
     "noise": DataAccess.NONE,
 }
 ACCESS_LEVELS = [a.value for a in Access if a is not Access.WHITE_BOX]
-QUERY_BATCH = 1024  # inputs per API call while the transfer set is collected
 
 
 @dataclass
@@ -98,7 +97,7 @@ class BlackboxKD(Attack):
     data_access = DataAccess.TRAIN_INPUTS
 
     def __init__(self, cfg: BlackboxConfig) -> None:
-        self.cfg = cfg
+        super().__init__(cfg)
         self.access = Access(cfg.access)
         self.top_k = cfg.top_k if self.access is Access.TOP_K else None
         self.data_access = SOURCES[cfg.source]
@@ -130,9 +129,9 @@ class BlackboxKD(Attack):
         tau, access = self.cfg.tau, self.access
 
         def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-            order = torch.randperm(len(queries), generator=ctx.generator).to(queries.device)
-            for start in range(0, len(queries), batch_size):
-                idx = order[start : start + batch_size]
+            for idx in index_batches(
+                len(queries), batch_size, shuffle=True, generator=ctx.generator, device=queries.device
+            ):
                 yield fmt.normalize(queries[idx]), answers[idx]
 
         ctx.trainer.fit(
@@ -147,5 +146,4 @@ class BlackboxKD(Attack):
 
 def collect_answers(teacher: TeacherAPI, queries: Tensor, fmt: InputFormat) -> Tensor:
     """The API's answer to every query, each input sent exactly once."""
-    starts = range(0, len(queries), QUERY_BATCH)
-    return torch.cat([teacher(fmt.normalize(queries[i : i + QUERY_BATCH])) for i in starts])
+    return ask_in_chunks(teacher, queries, prepare=fmt.normalize)

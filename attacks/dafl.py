@@ -17,14 +17,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, register_attack
+from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
+from kdbench.errors import ConfigError
+from kdbench.losses import soft_kl
+from kdbench.train import TrainingDiverged
 from torch import Tensor, nn
-
-from attacks.budget import check_recipe_overrides, student_recipe
-from bench.errors import ConfigError
-from bench.losses import soft_kl
-from bench.plugins import Attack, AttackContext, DataAccess, register_attack
-from bench.teacher import Access, Teacher
-from bench.train import TrainingDiverged
 
 
 @dataclass
@@ -169,9 +167,6 @@ def device_generator(ctx: AttackContext) -> torch.Generator:
 class DAFL(Attack):
     access = Access.WHITE_BOX
     data_access = DataAccess.NONE
-
-    def __init__(self, cfg: DAFLConfig) -> None:
-        self.cfg = cfg
 
     def run(self, teacher: Teacher, student: nn.Module, ctx: AttackContext) -> nn.Module:
         cfg = self.cfg

@@ -24,15 +24,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, register_attack
+from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
+from kdbench.data import index_batches, random_crop_flip
+from kdbench.errors import ConfigError
+from kdbench.losses import soft_kl
+from kdbench.teacher_answers import ask_in_chunks
+from kdbench.train import TrainingDiverged, derive_seed
 from torch import Tensor, nn
-
-from attacks.budget import check_recipe_overrides, student_recipe
-from bench.data import random_crop_flip
-from bench.errors import ConfigError
-from bench.losses import soft_kl
-from bench.plugins import Attack, AttackContext, DataAccess, register_attack
-from bench.teacher import Access, Teacher
-from bench.train import TrainingDiverged, derive_seed
 
 # Temperature of the adaptive term's Jensen-Shannon divergence, as in the official CIFAR-10 code.
 COMPETITION_TAU = 3.0
@@ -250,9 +249,6 @@ class DeepInversion(Attack):
     access = Access.WHITE_BOX
     data_access = DataAccess.NONE
 
-    def __init__(self, cfg: DeepInversionConfig) -> None:
-        self.cfg = cfg
-
     def check_teacher(self, arch: str, model: nn.Module) -> None:
         require_batchnorm(model, arch)
 
@@ -317,13 +313,12 @@ class DeepInversion(Attack):
     ) -> None:
         cfg = self.cfg
         recipe = student_recipe(ctx.trainer.recipe, epochs=epochs, overrides=cfg.student_recipe)
-        with torch.no_grad():
-            pool_logits = torch.cat([teacher.serve(chunk) for chunk in pool.split(1024)])
+        pool_logits = ask_in_chunks(teacher.serve, pool)
 
         def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-            order = torch.randperm(len(pool), generator=ctx.generator).to(pool.device)
-            for start in range(0, len(pool), recipe.batch_size):
-                idx = order[start : start + recipe.batch_size]
+            for idx in index_batches(
+                len(pool), recipe.batch_size, shuffle=True, generator=ctx.generator, device=pool.device
+            ):
                 if not cfg.augment:
                     yield pool[idx], pool_logits[idx]
                     continue

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
-
-from bench.distill import Answered
-from bench.errors import ConfigError
-from bench.losses import htc_loss
-from bench.plugins import Attack, AttackContext, DataAccess, register_attack
-from bench.teacher import Access, TeacherAPI
+import torch.nn.functional as F
+from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
+from kdbench.errors import ConfigError
+from kdbench.teacher_answers import Answered
+from torch import Tensor, nn
 
 
 @dataclass
@@ -32,13 +30,33 @@ class HTCConfig:
                 raise ConfigError(f"attack.htc.{name} must be > 0, got {getattr(self, name)}")
 
 
+def htc_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    *,
+    alpha: float,
+    teacher_tau: float,
+    student_tau: float,
+) -> dict[str, Tensor]:
+    """High-temperature composition (Jandial et al., ECCV 2022): soften only the teacher.
+
+    α·τ_S²·KL(σ(teacher/τ_T) ‖ σ(student/τ_S)) + (1−α)·CE, with τ_T high (about 70) and the student
+    at its own temperature τ_S (1: not softened). The τ_S² factor keeps the gradient scale of
+    Hinton's KD at the student's temperature.
+    """
+    target = F.softmax(teacher_logits / teacher_tau, dim=1)
+    kl = F.kl_div(F.log_softmax(student_logits / student_tau, dim=1), target, reduction="batchmean")
+    return {
+        "kd": alpha * student_tau**2 * kl,
+        "ce": (1.0 - alpha) * F.cross_entropy(student_logits, labels),
+    }
+
+
 @register_attack("htc", config=HTCConfig)
 class HighTemperatureComposition(Attack):
     access = Access.LOGITS
     data_access = DataAccess.TRAIN
-
-    def __init__(self, cfg: HTCConfig) -> None:
-        self.cfg = cfg
 
     def run(self, teacher: TeacherAPI, student: nn.Module, ctx: AttackContext) -> nn.Module:
         assert ctx.data is not None

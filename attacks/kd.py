@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
+from kdbench.errors import ConfigError
+from kdbench.losses import kd_loss
+from kdbench.teacher_answers import Answered
 from torch import nn
-
-from bench.distill import Answered
-from bench.errors import ConfigError
-from bench.losses import kd_loss
-from bench.plugins import Attack, AttackContext, DataAccess, register_attack
-from bench.teacher import Access, TeacherAPI
 
 
 @dataclass
@@ -33,9 +31,6 @@ class KDConfig:
 class KnowledgeDistillation(Attack):
     access = Access.LOGITS
     data_access = DataAccess.TRAIN
-
-    def __init__(self, cfg: KDConfig) -> None:
-        self.cfg = cfg
 
     def run(self, teacher: TeacherAPI, student: nn.Module, ctx: AttackContext) -> nn.Module:
         assert ctx.data is not None

@@ -12,15 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch.nn.functional as F
+from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
+from kdbench.errors import ConfigError
+from kdbench.losses import soft_kl
+from kdbench.models import Classifier
+from kdbench.models.intermediate import TappedModel, intermediate_layer
+from kdbench.teacher_answers import Answered, answered_batches
 from torch import Tensor, nn
-
-from bench.distill import Answered, answered_batches
-from bench.errors import ConfigError
-from bench.losses import skeptical_loss
-from bench.models import Classifier
-from bench.models.intermediate import TappedModel, intermediate_layer
-from bench.plugins import Attack, AttackContext, DataAccess, register_attack
-from bench.teacher import Access, TeacherAPI
 
 
 @dataclass
@@ -42,13 +41,37 @@ class SkepticalConfig:
                 raise ConfigError(f"attack.skeptical.{name} must be in [0, 1], got {getattr(self, name)}")
 
 
+def skeptical_loss(
+    final_logits: Tensor,
+    aux_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor,
+    *,
+    alpha: float,
+    beta: float,
+    tau: float,
+    distil: bool,
+) -> dict[str, Tensor]:
+    """Skeptical student (Kundu et al., NeurIPS 2021): keep the teacher away from the final head.
+
+    The final head learns from the labels only: CE(final, y). The auxiliary head, on an
+    intermediate layer, distils the teacher once ``distil`` is on (after the delay):
+    α·τ²·KL(σ_τ(teacher) ‖ σ_τ(aux)), and self-distils from the final head throughout:
+    β·τ²·KL(σ_τ(final) ‖ σ_τ(aux)) with the final head as a fixed target. The teacher's signal
+    reaches the final head only through the shared early layers.
+    """
+    terms = {
+        "ce": F.cross_entropy(final_logits, labels),
+        "self": beta * tau**2 * soft_kl(final_logits.detach(), aux_logits, tau),
+    }
+    terms["kd"] = alpha * tau**2 * soft_kl(teacher_logits, aux_logits, tau) if distil else aux_logits.sum() * 0.0
+    return terms
+
+
 @register_attack("skeptical", config=SkepticalConfig)
 class SkepticalStudent(Attack):
     access = Access.LOGITS
     data_access = DataAccess.TRAIN
-
-    def __init__(self, cfg: SkepticalConfig) -> None:
-        self.cfg = cfg
 
     def run(self, teacher: TeacherAPI, student: Classifier, ctx: AttackContext) -> nn.Module:
         assert ctx.data is not None

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import torch
+from kdbench.errors import BenchError
+from kdbench.faults import fault_point
 from torch import nn
-
-from bench.errors import BenchError
-from bench.faults import fault_point
 
 # Bump when a change to the training code makes old artifacts wrong, so they are not reused.
 CACHE_VERSION = 1

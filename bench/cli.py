@@ -9,10 +9,9 @@ import time
 from dataclasses import MISSING, Field
 from typing import Any
 
+from kdbench.errors import BenchError
 from rich.console import Console
 from rich.table import Table
-
-from bench.errors import BenchError
 
 USAGE = """\
 bench run [all] [KEY=VALUE ...]   run the results matrix (or the slice the overrides choose)
@@ -33,18 +32,18 @@ stderr), 2 bad input (nothing trained), 130 interrupted
 
 
 def _run(overrides: list[str], console: Console) -> int:
-    from bench.config import compose_config, plan_from_config
-    from bench.progress import Progress
-    from bench.records import STATUS_FAILED
-    from bench.report import print_leaderboard, write_reports
-    from bench.runner import Runner, check_writable, settings_of
+    from kdbench.config import compose_config, plan_from_config
+    from kdbench.execute import check_runnable, run_matrix, settings_of
+    from kdbench.progress import Progress
+    from kdbench.records import STATUS_FAILED
+    from kdbench.report import print_leaderboard, write_reports
 
     plan = plan_from_config(compose_config(overrides))
-    check_writable(plan)
+    check_runnable(plan)
     progress = Progress(console, quiet=plan.quiet)
     start = time.perf_counter()
     with progress.session():
-        done = Runner(plan, progress).run()
+        done = run_matrix(plan, progress)
     elapsed = time.perf_counter() - start
     settings = settings_of(plan)
     settings["command"] = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
@@ -61,9 +60,9 @@ def _run(overrides: list[str], console: Console) -> int:
 
 
 def _multirun(overrides: list[str], console: Console) -> int:
-    from bench.multirun import launch
-    from bench.records import RecordStore
-    from bench.report import leaderboard_frame, print_leaderboard, records_frame
+    from kdbench.multirun import launch
+    from kdbench.records import RecordStore
+    from kdbench.report import leaderboard_frame, print_leaderboard, records_frame
 
     start = time.perf_counter()
     plan = launch(overrides)
@@ -78,8 +77,8 @@ def _multirun(overrides: list[str], console: Console) -> int:
 def _report(overrides: list[str], console: Console) -> int:
     from pathlib import Path
 
-    from bench.config import compose_config
-    from bench.report import print_leaderboard, write_reports
+    from kdbench.config import compose_config
+    from kdbench.report import print_leaderboard, write_reports
 
     cfg = compose_config(overrides)
     folder = Path(str(cfg.results_dir)).expanduser() / str(cfg.dataset.name)
@@ -96,10 +95,11 @@ def _default(option: Field) -> Any:
 def _list(console: Console) -> int:
     from dataclasses import fields
 
-    from bench.data import DATASETS
-    from bench.models import MODELS
-    from bench.plugins import ATTACKS, DEFENSES, load_plugins
-    from bench.registry import build
+    from kdbench.api import ATTACKS, DEFENSES
+    from kdbench.datasets import DATASETS
+    from kdbench.discovery import load_plugins
+    from kdbench.models import MODELS
+    from kdbench.registry import build
 
     load_plugins()
     console.print("[bold]datasets[/]: " + ", ".join(DATASETS.names()))
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)  # one line, never wrapped: scripts grep it
         return 2
     except RuntimeError as err:
-        from bench.workers import WorkerDied
+        from kdbench.workers import WorkerDied
 
         if not isinstance(err, WorkerDied):
             raise

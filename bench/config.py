@@ -18,19 +18,20 @@ from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
+from kdbench.api import ATTACKS, DEFENSES, DataAccess
+from kdbench.data import DatasetConfig
+from kdbench.datasets import DATASETS
+from kdbench.discovery import load_plugins
+from kdbench.errors import ConfigError
+from kdbench.models import architecture_fingerprint, check_model_name, probe_model
+from kdbench.paper import check_paper_table
+from kdbench.records import cell_name
+from kdbench.registry import Entry, Registry, build
+from kdbench.train import Acceleration, Recipe, resolve_acceleration
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from bench.data import DATASETS, DatasetConfig
-from bench.errors import ConfigError
-from bench.models import architecture_fingerprint, check_model_name, probe_model
-from bench.paper import check_paper_table
-from bench.plugins import ATTACKS, DEFENSES, DataAccess, load_plugins
-from bench.records import cell_name
-from bench.registry import Entry, Registry, build
-from bench.train import Acceleration, Recipe, resolve_acceleration
-
-CONFIG_MODULE = "bench.conf"
+CONFIG_MODULE = "kdbench.conf"
 # A student named "self" is the teacher's own architecture, resolved per teacher (the paper's column).
 SELF_STUDENT = "self"
 
@@ -187,10 +188,17 @@ def _selected(registry: Registry, group: str, node: DictConfig | None) -> dict[s
     return chosen
 
 
-def _check_attacks_fit_teachers(attacks: dict[str, Any], teachers: list[str]) -> None:
-    """Refuse an attack that cannot work on a chosen teacher (DeepInversion needs BatchNorm)."""
+def _check_attacks(attacks: dict[str, Any], teachers: list[str], dataset: DatasetConfig) -> None:
+    """Build each chosen attack once with its options and refuse, before anything trains, one that
+    cannot work here: on a chosen teacher (DeepInversion needs BatchNorm), or on a held-out split
+    the dataset does not set aside."""
     for name, options in attacks.items():
         attack = build(ATTACKS.get(name), options)
+        if attack.data_access is DataAccess.HELDOUT_INPUTS and not dataset.heldout_fraction > 0:
+            raise ConfigError(
+                f"attack {name!r} queries a held-out split, but dataset {dataset.name!r} sets none aside: "
+                f"set dataset.heldout_fraction (e.g. 0.2)"
+            )
         for arch in teachers:
             attack.check_teacher(arch, probe_model(arch))
 
@@ -226,17 +234,6 @@ def _as_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
-def _check_heldout_split(attacks: dict[str, Any], dataset: DatasetConfig) -> None:
-    """An attack that queries a held-out split needs the dataset to set one aside."""
-    for name, options in attacks.items():
-        attack = build(ATTACKS.get(name), options)
-        if attack.data_access is DataAccess.HELDOUT_INPUTS and not dataset.heldout_fraction > 0:
-            raise ConfigError(
-                f"attack {name!r} queries a held-out split, but dataset {dataset.name!r} sets none aside: "
-                f"set dataset.heldout_fraction (e.g. 0.2)"
-            )
-
-
 def plan_from_config(cfg: DictConfig) -> RunPlan:
     dataset = _as_dataclass(DatasetConfig, cfg.dataset, "dataset")
     if cfg.get("data_root") is not None:
@@ -269,8 +266,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     cache_dir = Path(str(cfg.cache_dir)).expanduser() if cfg.cache_dir else dataset_dir / ".cache"
     device = resolve_device(str(cfg.device))
     attacks = _selected(ATTACKS, "attack", cfg.get("attack"))
-    _check_heldout_split(attacks, dataset)
-    _check_attacks_fit_teachers(attacks, teachers)
+    _check_attacks(attacks, teachers, dataset)
     return RunPlan(
         dataset=dataset,
         teachers=teachers,

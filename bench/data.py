@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from kdbench.errors import ConfigError, DatasetNotFoundError
+from kdbench.registry import Registry
 from torch import Tensor
-
-from bench.errors import ConfigError, DatasetNotFoundError
-from bench.registry import Registry
 
 
 @dataclass
@@ -170,13 +169,6 @@ DATASETS: Registry[DatasetLoader] = Registry("dataset")
 register_dataset = DATASETS.register
 
 
-def load_dataset(cfg: DatasetConfig, device: torch.device | str = "cpu") -> ImageData:
-    data = DATASETS.get(cfg.name).factory(cfg)
-    if cfg.heldout_fraction > 0:
-        data = set_aside_heldout(data, cfg.heldout_fraction)
-    return data.to(device)
-
-
 def set_aside_heldout(data: ImageData, fraction: float) -> ImageData:
     """Move a stratified ``fraction`` of the training split (fixed seed) into ``heldout``.
 
@@ -213,97 +205,16 @@ def convert_images(images: Tensor, pixel_max: float, to: InputFormat) -> Tensor:
     return (x * (to.pixel_max / pixel_max)).round().clamp(0, to.pixel_max).to(torch.uint8)
 
 
-def _channel_stats(x: Tensor, pixel_max: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(x: Tensor, pixel_max: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images ``x`` in [0, 1] units (the normalisation a dataset uses)."""
     scaled = x.float() / pixel_max
     mean = scaled.mean(dim=(0, 2, 3))
     std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-6)
     return tuple(mean.tolist()), tuple(std.tolist())
 
 
-@register_dataset("digits")
-def load_digits(cfg: DatasetConfig) -> ImageData:
-    """sklearn's bundled 8×8 handwritten digits (1,797 images, pixel values 0–16): no download."""
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
-
-    bunch = sklearn_digits()
-    images = bunch.images.astype(np.uint8)[:, None]  # N×1×8×8, values 0..16
-    labels = bunch.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=cfg.test_fraction, stratify=labels, random_state=0
-    )
-    train = Split(torch.from_numpy(x_train), torch.from_numpy(y_train))
-    test = Split(torch.from_numpy(x_test), torch.from_numpy(y_test))
-    mean, std = _channel_stats(train.x, 16.0)
-    # Flips and shifts turn digits into other digits (or into nothing at 8×8): no augmentation.
-    return ImageData("digits", train, test, 10, mean, std, pixel_max=16.0, augment=False)
-
-
-def _require_root(cfg: DatasetConfig, how: str) -> Path:
+def require_root(cfg: DatasetConfig, how: str) -> Path:
+    """The dataset's ``data_root`` folder, or a one-line error saying what it must hold (``how``)."""
     if not cfg.data_root:
         raise DatasetNotFoundError(f"dataset {cfg.name!r} needs a folder: set dataset.data_root=/path/to/data ({how})")
     return Path(cfg.data_root).expanduser()
-
-
-def _torchvision_cifar(cfg: DatasetConfig, cls_name: str, folder: str, num_classes: int) -> ImageData:
-    import torchvision
-
-    root = _require_root(
-        cfg, f"it must hold {folder}/ as extracted from the official archive, or add dataset.download=true"
-    )
-    cls = getattr(torchvision.datasets, cls_name)
-    try:
-        splits = [cls(str(root), train=train, download=cfg.download) for train in (True, False)]
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted..."
-        raise DatasetNotFoundError(
-            f"dataset {cfg.name!r}: no complete {folder}/ under {root} ({err}). Extract the official "
-            f"archive there, or run with dataset.download=true to let torchvision fetch it"
-        ) from None
-    train, test = (
-        Split(
-            torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
-            torch.as_tensor(ds.targets, dtype=torch.int64),
-        )
-        for ds in splits
-    )
-    mean, std = _channel_stats(train.x, 255.0)
-    return ImageData(cfg.name, train, test, num_classes, mean, std, 255.0, augment=cfg.augment)
-
-
-@register_dataset("cifar10")
-def load_cifar10(cfg: DatasetConfig) -> ImageData:
-    return _torchvision_cifar(cfg, "CIFAR10", "cifar-10-batches-py", 10)
-
-
-@register_dataset("cifar100")
-def load_cifar100(cfg: DatasetConfig) -> ImageData:
-    return _torchvision_cifar(cfg, "CIFAR100", "cifar-100-python", 100)
-
-
-@register_dataset("synthetic")
-def load_synthetic(cfg: DatasetConfig) -> ImageData:
-    """Class-conditional noise of any shape: learnable (each class has its own template) and free."""
-    if cfg.num_classes < 2:
-        raise ConfigError(f"dataset.num_classes must be at least 2, got {cfg.num_classes}")
-    if len(cfg.shape) != 3 or min(cfg.shape) < 1:
-        raise ConfigError(f"dataset.shape must be [channels, height, width], got {list(cfg.shape)}")
-    gen = torch.Generator().manual_seed(0)
-    templates = torch.rand(cfg.num_classes, *cfg.shape, generator=gen) * 255
-
-    def split(n: int) -> Split:
-        y = torch.arange(n) % cfg.num_classes
-        y = y[torch.randperm(n, generator=gen)]
-        noise = torch.randn(n, *cfg.shape, generator=gen) * 60
-        x = (templates[y] + noise).clamp(0, 255).to(torch.uint8)
-        return Split(x, y)
-
-    train, test = split(cfg.train_size), split(cfg.test_size)
-    mean, std = _channel_stats(train.x, 255.0)
-    return ImageData("synthetic", train, test, cfg.num_classes, mean, std, 255.0, augment=cfg.augment)
-
-
-def _import_image_folder_datasets() -> None:
-    from bench import image_folders  # noqa: F401  (registers tinyimagenet and folder)
-
-
-_import_image_folder_datasets()

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from kdbench.cache import atomic_write
+from kdbench.data import DatasetConfig, ImageData, Split, channel_stats, register_dataset, require_root
+from kdbench.errors import BenchError, ConfigError, DatasetNotFoundError
 from PIL import Image, UnidentifiedImageError
-
-from bench.cache import atomic_write
-from bench.data import DatasetConfig, ImageData, Split, _channel_stats, _require_root, register_dataset
-from bench.errors import BenchError, ConfigError, DatasetNotFoundError
 
 # torchvision's ImageFolder extensions, compared case-insensitively (Tiny-ImageNet's are ".JPEG")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -120,7 +119,7 @@ def decoded(root: Path, name: str, splits: dict[str, LabelledFiles], size: int |
 
 
 def image_data(name: str, splits: dict[str, Split], num_classes: int, augment: bool) -> ImageData:
-    mean, std = _channel_stats(splits["train"].x, 255.0)
+    mean, std = channel_stats(splits["train"].x, 255.0)
     return ImageData(name, splits["train"], splits["test"], num_classes, mean, std, 255.0, augment=augment)
 
 
@@ -129,7 +128,7 @@ def image_data(name: str, splits: dict[str, Split], num_classes: int, augment: b
 
 def tiny_imagenet_root(cfg: DatasetConfig) -> Path:
     """The ``tiny-imagenet-200/`` folder under ``data_root`` (or ``data_root`` itself), downloaded if allowed."""
-    base = _require_root(
+    base = require_root(
         cfg, f"it must hold {TINY_IMAGENET_FOLDER}/ as extracted from tiny-imagenet-200.zip, or add download=true"
     )
     for candidate in (base / TINY_IMAGENET_FOLDER, base):
@@ -232,7 +231,7 @@ def folder_files(root: Path) -> tuple[list[str], dict[str, LabelledFiles]]:
 @register_dataset("folder")
 def load_folder(cfg: DatasetConfig) -> ImageData:
     """Your own images in torchvision's ImageFolder layout, read as RGB."""
-    root = _require_root(cfg, "the folder holding train/<class>/ and test/<class>/ (or val/<class>/)")
+    root = require_root(cfg, "the folder holding train/<class>/ and test/<class>/ (or val/<class>/)")
     if cfg.image_size is not None and cfg.image_size < 1:
         raise ConfigError(f"dataset.image_size must be a positive number of pixels, got {cfg.image_size}")
     if not root.is_dir():

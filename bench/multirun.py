@@ -20,10 +20,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from kdbench.config import RunPlan, compose_config, plan_from_config, store_plugin_configs
+from kdbench.discovery import load_plugins
 from omegaconf import DictConfig, open_dict
-
-from bench.config import RunPlan, compose_config, plan_from_config, store_plugin_configs
-from bench.plugins import load_plugins
 
 SELECTION_KEYS = ("teacher", "defense", "attack", "student", "seed")
 
@@ -44,8 +43,8 @@ def sweep_overrides(plan: RunPlan, overrides: list[str]) -> list[str]:
 
 def run_cell_job(cfg: DictConfig) -> None:
     """One multirun job: the cell that the sweep selected (trains what it needs, writes its record)."""
-    from bench.progress import Progress
-    from bench.runner import Runner
+    from kdbench.execute import run_matrix
+    from kdbench.progress import Progress
 
     load_plugins()
     job = HydraConfig.get()
@@ -53,7 +52,7 @@ def run_cell_job(cfg: DictConfig) -> None:
         cfg.preset_name = str(job.runtime.choices.get("preset", "default"))
         cfg.device = device_for_job(str(cfg.device), job.job.num, torch.cuda.device_count())
     plan = plan_from_config(cfg)
-    Runner(plan, Progress(quiet=True)).run()
+    run_matrix(plan, Progress(quiet=True))
 
 
 def device_for_job(device: str, job_number: int, gpus: int) -> str:
@@ -65,20 +64,18 @@ class LeaderboardCallback(Callback):
     """Builds the leaderboard once every job of a multirun has finished."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from bench.report import write_reports
+        from kdbench.report import write_reports
 
         write_reports(Path(str(config.results_dir)).expanduser() / str(config.dataset.name))
 
 
 def launch(overrides: list[str]) -> RunPlan:
     """Validate, then run the matrix as a Hydra multirun; returns the plan that was swept."""
-    from bench.data import load_dataset
-    from bench.report import save_settings
-    from bench.runner import check_writable, settings_of
+    from kdbench.execute import check_runnable, settings_of
+    from kdbench.report import save_settings
 
     plan = plan_from_config(compose_config(overrides))
-    check_writable(plan)
-    load_dataset(plan.dataset)  # a missing dataset folder is bad input: refused before any job starts
+    check_runnable(plan)
     settings = settings_of(plan)
     settings["command"] = " ".join(["bench", "run", "all", "-m", *overrides])
     save_settings(plan.dataset_dir, settings)
@@ -86,7 +83,7 @@ def launch(overrides: list[str]) -> RunPlan:
     ConfigStore.instance().store(
         name="multirun_callbacks",
         group="hydra/callbacks",
-        node={"leaderboard": {"_target_": "bench.multirun.LeaderboardCallback"}},
+        node={"leaderboard": {"_target_": "kdbench.multirun.LeaderboardCallback"}},
         package="hydra.callbacks",
     )
     app = hydra.main(config_path="conf", config_name="config", version_base=None)(run_cell_job)

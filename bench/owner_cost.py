@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from kdbench.data import ImageData
+from kdbench.teacher import Teacher
 from torch import Tensor
-
-from bench.data import ImageData
-from bench.teacher import Teacher
 
 ECE_BINS = 15
 

@@ -12,12 +12,11 @@ import functools
 from pathlib import Path
 
 import pandas as pd
-
-from bench.errors import ConfigError
+from kdbench.errors import ConfigError
 
 PAPER_RESULTS = Path(__file__).parent / "paper_results"
 KEY = ["teacher", "defense", "attack", "student"]
-SCRATCH = "scratch"  # the defense column of a student trained on the labels alone
+PAPER_SCRATCH_DEFENSE = "scratch"  # the defense column of a student trained on the labels alone
 TEACHER_ACC = "teacher_acc"
 
 
@@ -52,8 +51,10 @@ def with_paper_figures(board: pd.DataFrame, table: str) -> pd.DataFrame:
         lookups = {} if scratch_row else {TEACHER_ACC: (row["teacher"], row["defense"], "", "")}
         for pair in pairs:
             attack, student = pair.split("/", 1)
-            key = ("", SCRATCH, "", student) if scratch_row else (row["teacher"], row["defense"], attack, student)
-            lookups[f"{pair} acc"] = key
+            if scratch_row:
+                lookups[f"{pair} acc"] = ("", PAPER_SCRATCH_DEFENSE, "", student)
+            else:
+                lookups[f"{pair} acc"] = (row["teacher"], row["defense"], attack, student)
         for column, key in lookups.items():
             if key in figures:
                 board.loc[index, f"{column} paper"] = figures[key]

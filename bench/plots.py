@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from kdbench.cache import atomic_write
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
-
-from bench.cache import atomic_write
 
 
 def _save(fig: Figure, path: Path) -> None:

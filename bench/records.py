@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.cache import atomic_write_text
+from kdbench.cache import atomic_write_text
 
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from bench.errors import ConfigError
+from kdbench.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -23,13 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from kdbench.cache import atomic_write_text
+from kdbench.errors import BenchError
+from kdbench.paper import paper_note, with_paper_figures
+from kdbench.records import STATUS_OK, Record, RecordStore
 from rich.console import Console
 from rich.table import Table
-
-from bench.cache import atomic_write_text
-from bench.errors import BenchError
-from bench.paper import paper_note, with_paper_figures
-from bench.records import STATUS_OK, Record, RecordStore
 
 RECORD_COLUMNS = [
     "dataset",
@@ -49,7 +48,7 @@ RECORD_COLUMNS = [
     "key",
 ]
 SETTINGS_FILE = "run.json"
-SCRATCH = "scratch (no teacher)"
+SCRATCH_ROW = "scratch (no teacher)"  # the leaderboard row of the students trained on the labels alone
 INCOMPLETE_MARK = "†"
 # measurements from Record.extra that get a column: the owner's cost of the defense
 # (bench/owner_cost.py) and the inputs a black-box attack queried
@@ -82,7 +81,7 @@ def leaderboard_frame(frame: pd.DataFrame) -> pd.DataFrame:
     pairs = sorted(set(zip(frame.attack, frame.student, strict=True)))
     students = sorted(set(frame.student))
 
-    scratch: dict[str, Any] = {"teacher": "", "defense": SCRATCH, "seeds": int(ok.seed.nunique())}
+    scratch: dict[str, Any] = {"teacher": "", "defense": SCRATCH_ROW, "seeds": int(ok.seed.nunique())}
     baselines = ok.drop_duplicates(["student", "seed"])
     for attack, student in pairs:
         mine = baselines[baselines.student == student].baseline_acc
@@ -176,7 +175,7 @@ def _labels(board: pd.DataFrame) -> list[str]:
 
 
 def ranking_table(board: pd.DataFrame) -> list[list[str]]:
-    ranked = board[board.defense != SCRATCH]
+    ranked = board[board.defense != SCRATCH_ROW]
     students = [c.removesuffix(" worst_drop") for c in board.columns if c.endswith(" worst_drop")]
     header = [
         "rank",
@@ -224,7 +223,7 @@ def matrix_table(board: pd.DataFrame) -> list[list[str]]:
                 cells.append(status if unfinished else "–")
                 continue
             text = _value(row[f"{p} acc"], row[f"{p} acc_std"])
-            if row["defense"] != SCRATCH:
+            if row["defense"] != SCRATCH_ROW:
                 text += f" ({_value(row[f'{p} drop'], row[f'{p} drop_std'], signed=True)})"
             cells.append(text + (f" [{status}]" if unfinished else "") + paper_note(row, f"{p} acc"))
         teacher = _value(row.get("teacher_acc"), row.get("teacher_acc_std")) + paper_note(row, "teacher_acc")
@@ -312,7 +311,7 @@ def save_settings(folder: Path, settings: dict[str, Any]) -> None:
 
 def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.DataFrame:
     """Rebuild records.csv, leaderboard.csv, leaderboard.md and the plots of one results folder."""
-    from bench.plots import plot_matrix, plot_tradeoff
+    from kdbench.plots import plot_matrix, plot_tradeoff
 
     records = RecordStore(folder).all()
     if not records:

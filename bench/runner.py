@@ -10,28 +10,23 @@ architecture named outright) takes over that measurement.
 
 from __future__ import annotations
 
-import os
 import time
-from dataclasses import asdict, replace
 from typing import Any
 
-import torch
-
-from bench.cache import ArtifactCache, config_hash
-from bench.config import Cell, RunPlan
-from bench.data import ImageData, load_dataset
-from bench.errors import BenchError
-from bench.losses import cross_entropy
-from bench.models import create_model
-from bench.owner_cost import owner_cost
-from bench.plugins import ATTACKS, DEFENSES, AttackContext, DataAccess, DefenseContext, attacker_inputs
-from bench.progress import Progress
-from bench.records import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, Record, RecordStore
-from bench.teacher import Access, Teacher, TeacherAPI
-from bench.train import Trainer, TrainingDiverged
-
-# Records with these statuses are final for their configuration: rerunning would repeat them.
-FINAL_STATUSES = (STATUS_OK, STATUS_DIVERGED)
+from kdbench.api import ATTACKS, DEFENSES, AttackContext, DataAccess, DefenseContext
+from kdbench.cache import ArtifactCache, config_hash
+from kdbench.cells import FINAL_STATUSES, cell_title, twin_record
+from kdbench.config import Cell, RunPlan
+from kdbench.data import ImageData
+from kdbench.datasets import load_dataset
+from kdbench.errors import BenchError
+from kdbench.models import create_model
+from kdbench.owner_cost import owner_cost
+from kdbench.progress import Progress
+from kdbench.records import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, Record, RecordStore
+from kdbench.teacher import Access, Teacher, TeacherAPI
+from kdbench.threat_model import attacker_inputs
+from kdbench.train import Trainer, TrainingDiverged
 
 
 class Runner:
@@ -54,30 +49,9 @@ class Runner:
         """The training loop for networks of architecture ``arch``, with that architecture's recipe."""
         return Trainer(self.plan.device, seed, self.plan.recipe_for(arch), self.progress, self.plan.acceleration)
 
-    def pending(self) -> list[tuple[Cell, str]]:
-        """Cells without a final record for their current configuration, with their keys."""
-        todo = []
-        for cell in self.plan.cells:
-            key = config_hash(self.plan.cell_key(cell))
-            record = self.store.get(cell.name)
-            if record is None or record.key != key or record.status not in FINAL_STATUSES:
-                todo.append((cell, key))
-        return todo
-
-    def run(self) -> list[Record]:
-        todo = self.pending()
-        skipped = len(self.plan.cells) - len(todo)
-        if skipped:
-            self.progress.log(f"{skipped} of {len(self.plan.cells)} cells already done for this configuration")
-        measured = {r.key: r for r in self.store.all() if r.status in FINAL_STATUSES}
-        if self.plan.workers > 1 and len({key for _, key in todo if key not in measured}) > 1:
-            from bench.workers import run_in_workers
-
-            return run_in_workers(self, todo, measured)
-        if todo:
-            # A missing or incomplete dataset is bad input: refused before anything trains, not
-            # recorded as a failure in every cell.
-            _ = self.data
+    def run(self, todo: list[tuple[Cell, str]], measured: dict[str, Record]) -> list[Record]:
+        """Compute ``todo`` (cells with their keys) in this process, one after the other; a cell
+        whose key is in ``measured`` takes over that record. Returns the records written."""
         done = []
         for i, (cell, key) in enumerate(todo, 1):
             title = cell_title(cell, i, len(todo))
@@ -98,7 +72,7 @@ class Runner:
 
     def teacher(self, arch: str, defense: str, seed: int) -> tuple[Teacher, float, dict[str, float]]:
         """The ``defense``'s teacher of architecture ``arch`` at ``seed``, its test accuracy and its
-        owner's cost (:func:`bench.owner_cost.owner_cost`)."""
+        owner's cost (:func:`kdbench.owner_cost.owner_cost`)."""
         memo_key = (arch, defense, seed)
         if memo_key not in self._teachers:
             try:
@@ -136,12 +110,8 @@ class Runner:
                     model,
                     arch=student,
                     meta={"kind": "scratch"},
-                    train=lambda: trainer.fit_supervised(
-                        model,
-                        lambda x, y: cross_entropy(model(x), y),
-                        self.data,
-                        generator=generator,
-                        description=f"scratch {student}",
+                    train=lambda: trainer.fit_scratch(
+                        model, self.data, generator=generator, description=f"scratch {student}"
                     ),
                     on_wait=self.progress.log,
                 )
@@ -211,49 +181,3 @@ class Runner:
         trained.eval()
         queries = view.queries if isinstance(view, TeacherAPI) else None
         return trainer.accuracy(trained, self.data), queries
-
-
-def cell_title(cell: Cell, i: int, n: int) -> str:
-    return f"[{i}/{n}] {cell.teacher}/{cell.defense} × {cell.attack} → {cell.student} (seed {cell.seed})"
-
-
-def twin_record(cell: Cell, twin: Record) -> Record:
-    """``cell``'s record taken over from ``twin``, the same computation under another name."""
-    return replace(twin, student=cell.student, student_arch=cell.student_arch, wall_s=0.0)
-
-
-def check_writable(plan: RunPlan) -> None:
-    folder = plan.dataset_dir
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise BenchError(
-            f"results folder {folder} is not writable ({err.strerror}); set results_dir=<a writable folder>"
-        ) from None
-
-
-def settings_of(plan: RunPlan) -> dict[str, Any]:
-    """What a leaderboard states so that it can be reproduced from its own header."""
-    import bench
-
-    settings = {
-        "dataset": plan.dataset.name,
-        "preset": plan.preset,
-        "teacher": ", ".join(plan.teachers),
-        "seeds": len(plan.seeds),
-        "epochs": plan.recipe.epochs,
-        "recipe": asdict(plan.recipe),
-        "device": str(plan.device),
-        "workers": plan.workers,
-        "precision": "bf16" if plan.acceleration.bf16 else "fp32",
-        "torch": torch.__version__,
-        "kdbench": bench.__version__,
-    }
-    if plan.recipe_by_model:
-        settings["recipe_by_model"] = {arch: asdict(recipe) for arch, recipe in plan.recipe_by_model.items()}
-    if plan.paper:
-        settings["paper"] = plan.paper
-    return settings

@@ -1,8 +1,8 @@
 """What a defense hands out (a :class:`Teacher`) and what an attacker may see of it.
 
-The threat model lives here: an attack declares an :class:`Access` level and receives either the
-teacher itself (white box) or a :class:`TeacherAPI` that returns detached outputs at that level
-and counts every queried input against a budget.
+An attack declares an :class:`~kdbench.threat_model.Access` level and receives either the teacher
+itself (white box) or a :class:`TeacherAPI` that returns detached outputs at that level and counts
+every queried input against a budget.
 
 A defense that perturbs what the owner serves (``Teacher.serve``) acts on every access level at
 once: the API derives probabilities, top-k and labels from the served logits, and a white-box
@@ -11,25 +11,16 @@ attack differentiates through the same served function.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from kdbench.errors import BenchError, ConfigError
+from kdbench.threat_model import Access
 from torch import Tensor, nn
-
-from bench.errors import BenchError, ConfigError
 
 ServeFn = Callable[[Tensor], Tensor]
 Perturbation = Callable[[Tensor, Tensor], Tensor]  # (clean logits, inputs) → served logits
-
-
-class Access(enum.Enum):
-    WHITE_BOX = "white_box"  # weights, BatchNorm statistics, gradients through the served function
-    LOGITS = "logits"  # the served logits, detached
-    PROBABILITIES = "probabilities"  # softmax of the served logits, detached
-    TOP_K = "top_k"  # the k most probable classes' probabilities, renormalised; the rest 0
-    TOP1_LABEL = "top1_label"  # the served argmax only
 
 
 class Teacher:

@@ -10,16 +10,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from kdbench.data import ImageData
+from kdbench.errors import ConfigError
+from kdbench.faults import fault_point
+from kdbench.losses import cross_entropy
+from kdbench.progress import Progress
+from kdbench.teacher_answers import Answered, answered_batches
 from torch import Tensor, nn
 
-from bench.data import ImageData
-from bench.distill import Answered, answered_batches
-from bench.errors import ConfigError
-from bench.faults import fault_point
-from bench.progress import Progress
-
 # A batch is (inputs, targets): the labels, or for distillation the labels with the teacher's
-# answers (bench.distill.Answered). The loop only hands the targets to the objective.
+# answers (kdbench.teacher_answers.Answered). The loop only hands the targets to the objective.
 Batch = tuple[Tensor, Any]
 Objective = Callable[[Tensor, Any], dict[str, Tensor]]
 
@@ -257,6 +257,14 @@ class Trainer:
         steps = math.ceil(len(data.train) / recipe.batch_size)
         return self.fit(model, objective, batches, steps_per_epoch=steps, description=description, recipe=recipe)
 
+    def fit_scratch(
+        self, model: nn.Module, data: ImageData, *, generator: torch.Generator, description: str
+    ) -> dict[str, float]:
+        """Plain cross-entropy training on the labels: a normal teacher, a student's scratch baseline."""
+        return self.fit_supervised(
+            model, lambda x, y: cross_entropy(model(x), y), data, generator=generator, description=description
+        )
+
     def fit_distillation(
         self,
         model: nn.Module,
@@ -269,7 +277,7 @@ class Trainer:
         recipe: Recipe | None = None,
     ) -> dict[str, float]:
         """``fit`` over the training split where each batch carries the teacher's answers
-        (:class:`bench.distill.Answered`): asked once per input when inputs do not change."""
+        (:class:`kdbench.teacher_answers.Answered`): asked once per input when inputs do not change."""
         recipe = recipe or self.recipe
         batches, steps = answered_batches(data, ask, recipe.batch_size, generator)
         return self.fit(model, objective, batches, steps_per_epoch=steps, description=description, recipe=recipe)

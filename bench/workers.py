@@ -1,6 +1,6 @@
 """Cells on several worker processes at once (``workers=N``; ``auto``: one per GPU, one per CPU core).
 
-The parent schedules and each worker computes: a worker is a :class:`~bench.runner.Runner` of its
+The parent schedules and each worker computes: a worker is a :class:`~kdbench.runner.Runner` of its
 own (its own data, its own memo of teachers) in a spawned process with ``cores / workers`` threads,
 on its own GPU when there are several. Teachers and scratch baselines are built first, as tasks of
 their own, so that no cell waits behind another cell for the network it attacks; a cell is handed
@@ -18,19 +18,16 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import torch
-
-from bench.config import Cell, RunPlan, available_cores, worker_device
-from bench.data import load_dataset
-from bench.errors import BenchError
-from bench.progress import Progress
-from bench.records import Record
-from bench.train import TrainingDiverged
-
-if TYPE_CHECKING:
-    from bench.runner import Runner  # which imports this module when it needs workers
+from kdbench.cells import cell_title, twin_record
+from kdbench.config import Cell, RunPlan, available_cores, worker_device
+from kdbench.discovery import load_plugins
+from kdbench.errors import BenchError
+from kdbench.progress import Progress
+from kdbench.records import Record, RecordStore
+from kdbench.runner import Runner
+from kdbench.train import TrainingDiverged
 
 
 class WorkerDied(RuntimeError):
@@ -78,9 +75,6 @@ _runner: Runner | None = None  # this worker's Runner, made by _start_worker
 
 def _start_worker(plan_bytes: bytes, threads: int, slots: multiprocessing.Queue) -> None:
     import signal
-
-    from bench.plugins import load_plugins
-    from bench.runner import Runner
 
     # Ctrl-C reaches the whole process group: the parent alone decides what stops (it ends the workers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -136,12 +130,11 @@ def worker_pool(plan: RunPlan, workers: int) -> Iterator[ProcessPoolExecutor]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_in_workers(runner: Runner, todo: list[tuple[Cell, str]], measured: dict[str, Record]) -> list[Record]:
-    """Compute ``todo`` (cells with their keys) on ``runner.plan.workers`` processes; returns the records."""
-    from bench.runner import cell_title, twin_record
-
-    plan, progress, store = runner.plan, runner.progress, runner.store
-    load_dataset(plan.dataset)  # bad input is refused here, before any worker starts
+def run_in_workers(
+    plan: RunPlan, progress: Progress, todo: list[tuple[Cell, str]], measured: dict[str, Record]
+) -> list[Record]:
+    """Compute ``todo`` (cells with their keys) on ``plan.workers`` processes; returns the records."""
+    store = RecordStore(plan.dataset_dir)
     done: list[Record] = []
     computations: dict[str, list[Cell]] = {}  # key → the cells that are this one computation
     for cell, key in todo:

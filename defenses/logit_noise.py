@@ -3,7 +3,7 @@
 The seed's own question: can the owner simply perturb the logits instead of training a nasty
 teacher? Each row's logits get noise of standard deviation ``scale`` × that row's own logit
 standard deviation (so the strength means the same for any network), then the clean top-1 class is
-restored (:func:`~defenses.perturbation.restore_argmax`).
+restored (:func:`~kdbench.defenses.perturbation.restore_argmax`).
 
 The noise is a fixed function of the input and the run seed, not a fresh draw per query: it is
 drawn from a hash of the input's pixels (rounded to 1/1024, so the same image gives the same noise
@@ -17,12 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from kdbench.api import DefenseContext, register_defense
+from kdbench.defenses.perturbation import LogitPerturbationDefense, Perturbation, restore_argmax
+from kdbench.errors import ConfigError
+from kdbench.train import derive_seed
 from torch import Tensor
-
-from bench.errors import ConfigError
-from bench.plugins import DefenseContext, register_defense
-from bench.train import derive_seed
-from defenses.perturbation import LogitPerturbationDefense, Perturbation, restore_argmax
 
 _PRIME = 2_147_483_647  # 2³¹ − 1: products of two residues fit in int64
 _QUANTUM = 1024  # inputs are rounded to 1/1024 before hashing
@@ -62,9 +61,6 @@ def logit_noise(clean: Tensor, x: Tensor, *, scale: float, seed: int) -> Tensor:
 
 @register_defense("logit_noise", config=LogitNoiseConfig)
 class LogitNoiseDefense(LogitPerturbationDefense):
-    def __init__(self, cfg: LogitNoiseConfig) -> None:
-        self.cfg = cfg
-
     def perturbation(self, ctx: DefenseContext) -> Perturbation:
         seed = derive_seed(ctx.trainer.seed, "defense/logit_noise")
         scale = self.cfg.scale

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from bench.distill import Answered
-from bench.errors import ConfigError
-from bench.losses import nasty_loss
-from bench.models import Classifier
-from bench.plugins import Defense, DefenseContext, register_defense
-from bench.teacher import Teacher
-from defenses.normal import normal_network
+import torch.nn.functional as F
+from kdbench.api import Defense, DefenseContext, Teacher, register_defense
+from kdbench.defenses.normal import normal_network
+from kdbench.errors import ConfigError
+from kdbench.losses import soft_kl
+from kdbench.models import Classifier
+from kdbench.teacher_answers import Answered
+from torch import Tensor
 
 
 @dataclass
@@ -29,11 +30,23 @@ class NastyConfig:
             raise ConfigError(f"defense.nasty.omega must be >= 0, got {self.omega}")
 
 
+def nasty_loss(
+    nasty_logits: Tensor, adversary_logits: Tensor, labels: Tensor, *, omega: float, tau: float
+) -> dict[str, Tensor]:
+    """Self-undermining KD: CE(p_T, y) − ω·τ²·KL(σ_τ(p_T) ‖ σ_τ(p_A)).
+
+    The nasty teacher's softened distribution is the KL's target (as in the official code:
+    ``kl_div(log_softmax(p_A/τ), softmax(p_T/τ))``); the adversary (a normally trained network
+    of the same architecture) is frozen, so only p_T receives gradients.
+    """
+    return {
+        "ce": F.cross_entropy(nasty_logits, labels),
+        "adversarial": -omega * tau**2 * soft_kl(nasty_logits, adversary_logits.detach(), tau),
+    }
+
+
 @register_defense("nasty", config=NastyConfig)
 class NastyDefense(Defense):
-    def __init__(self, cfg: NastyConfig) -> None:
-        self.cfg = cfg
-
     def build(self, ctx: DefenseContext) -> Teacher:
         adversary = normal_network(ctx)
         tau, omega = self.cfg.tau, self.cfg.omega

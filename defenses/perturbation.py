@@ -11,11 +11,9 @@ from __future__ import annotations
 from abc import abstractmethod
 
 import torch
+from kdbench.api import Defense, DefenseContext, Perturbation, Teacher
+from kdbench.defenses.normal import normal_network
 from torch import Tensor
-
-from bench.plugins import Defense, DefenseContext
-from bench.teacher import Perturbation, Teacher
-from defenses.normal import normal_network
 
 
 class LogitPerturbationDefense(Defense):

@@ -8,7 +8,7 @@ clipped to [0, 1] as in ART's implementation, α normalising each row to sum 1. 
 probabilities are pushed up and large ones down, non-monotonically, so the ranking of the
 non-top classes (the "dark knowledge" KD learns from) is scrambled. β is the magnitude and γ the
 convergence parameter; the defaults are ART's (β = 1, γ = 0.1, arXiv:1806.00054). Where the
-perturbation would move the top-1 class, it is restored (:func:`~defenses.perturbation.restore_argmax`).
+perturbation would move the top-1 class, it is restored (:func:`~kdbench.defenses.perturbation.restore_argmax`).
 
 The served logits are log ŷ (−inf where ŷ = 0), so the API's probabilities are ŷ itself. A
 white-box attack differentiates through the whole formula.
@@ -20,11 +20,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from kdbench.api import DefenseContext, register_defense
+from kdbench.defenses.perturbation import LogitPerturbationDefense, Perturbation, restore_argmax
+from kdbench.errors import ConfigError
 from torch import Tensor
-
-from bench.errors import ConfigError
-from bench.plugins import DefenseContext, register_defense
-from defenses.perturbation import LogitPerturbationDefense, Perturbation, restore_argmax
 
 
 @dataclass
@@ -68,9 +67,6 @@ def reverse_sigmoid(clean: Tensor, *, beta: float, gamma: float) -> Tensor:
 
 @register_defense("reverse_sigmoid", config=ReverseSigmoidConfig)
 class ReverseSigmoidDefense(LogitPerturbationDefense):
-    def __init__(self, cfg: ReverseSigmoidConfig) -> None:
-        self.cfg = cfg
-
     def perturbation(self, ctx: DefenseContext) -> Perturbation:
         beta, gamma = self.cfg.beta, self.cfg.gamma
         return lambda clean, x: reverse_sigmoid(clean, beta=beta, gamma=gamma)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.errors import ConfigError
-from bench.plugins import DefenseContext, register_defense
-from bench.teacher import keep_top_k
-from defenses.perturbation import LogitPerturbationDefense, Perturbation
+from kdbench.api import DefenseContext, register_defense
+from kdbench.defenses.perturbation import LogitPerturbationDefense, Perturbation
+from kdbench.errors import ConfigError
+from kdbench.teacher import keep_top_k
 
 
 @dataclass
@@ -27,9 +27,6 @@ class TopKConfig:
 
 @register_defense("topk", config=TopKConfig)
 class TopKDefense(LogitPerturbationDefense):
-    def __init__(self, cfg: TopKConfig) -> None:
-        self.cfg = cfg
-
     def perturbation(self, ctx: DefenseContext) -> Perturbation:
         k, classes = self.cfg.k, ctx.data.num_classes
         if k > classes:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from bench.config import compose_config, plan_from_config
-from bench.errors import ConfigError
-from bench.progress import Progress
-from bench.runner import Runner
-from bench.train import Acceleration, Recipe, make_optimizer, resolve_acceleration
+from kdbench.config import compose_config, plan_from_config
+from kdbench.errors import ConfigError
+from kdbench.progress import Progress
+from kdbench.runner import Runner
+from kdbench.train import Acceleration, Recipe, make_optimizer, resolve_acceleration
 
 
 @pytest.mark.parametrize(

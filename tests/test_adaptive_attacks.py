@@ -5,12 +5,12 @@ import math
 
 import pytest
 import torch
-
-from bench.errors import ConfigError
-from bench.losses import htc_loss, skeptical_loss
-from bench.models import create_model
-from bench.models.base import Classifier
-from bench.models.intermediate import TappedModel, intermediate_layer, usable_layers
+from kdbench.attacks.htc import htc_loss
+from kdbench.attacks.skeptical import skeptical_loss
+from kdbench.errors import ConfigError
+from kdbench.models import create_model
+from kdbench.models.base import Classifier
+from kdbench.models.intermediate import TappedModel, intermediate_layer, usable_layers
 
 
 def test_htc_softens_only_the_teacher():

@@ -7,16 +7,17 @@ import math
 
 import pytest
 import torch
-
-from attacks.blackbox import BlackboxConfig, BlackboxKD, imitation_loss
-from bench.config import compose_config, plan_from_config
-from bench.data import DatasetConfig, load_dataset
-from bench.errors import ConfigError
-from bench.models import create_model
-from bench.plugins import AttackContext, DataAccess, attacker_inputs
-from bench.progress import Progress
-from bench.teacher import Access, QueryBudgetExceeded, Teacher, TeacherAPI
-from bench.train import Recipe, Trainer
+from kdbench.api import AttackContext, DataAccess
+from kdbench.attacks.blackbox import BlackboxConfig, BlackboxKD, imitation_loss
+from kdbench.config import compose_config, plan_from_config
+from kdbench.data import DatasetConfig
+from kdbench.datasets import load_dataset
+from kdbench.errors import ConfigError
+from kdbench.models import create_model
+from kdbench.progress import Progress
+from kdbench.teacher import Access, QueryBudgetExceeded, Teacher, TeacherAPI
+from kdbench.threat_model import attacker_inputs
+from kdbench.train import Recipe, Trainer
 
 LN3 = math.log(3.0)
 
@@ -100,7 +101,7 @@ def test_the_attack_cannot_reach_the_teachers_parameters_or_gradients(teacher, d
 
 
 def test_the_runner_hands_a_black_box_attack_the_api_and_never_the_teacher(tmp_path, monkeypatch):
-    from bench.cli import main
+    from kdbench.cli import main
 
     seen = []
     original = BlackboxKD.run

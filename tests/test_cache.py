@@ -4,10 +4,9 @@ import time
 
 import pytest
 import torch
-
-from bench.cache import ArtifactCache, CorruptArtifactError, atomic_write_text, config_hash
-from bench.errors import BenchError
-from bench.train import TrainingDiverged
+from kdbench.cache import ArtifactCache, CorruptArtifactError, atomic_write_text, config_hash
+from kdbench.errors import BenchError
+from kdbench.train import TrainingDiverged
 
 
 def test_config_hash_is_stable_and_order_free():
@@ -144,12 +143,12 @@ def test_written_files_get_the_permissions_of_an_ordinary_open(tmp_path):
 def test_a_filesystem_without_flock_is_a_clear_error(tmp_path, monkeypatch):
     import errno
 
-    import bench.cache
+    import kdbench.cache
 
     def no_flock(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(bench.cache.fcntl, "flock", no_flock)
+    monkeypatch.setattr(kdbench.cache.fcntl, "flock", no_flock)
     cache = ArtifactCache(tmp_path)
     with pytest.raises(BenchError, match=r"cannot lock .*k\.pt\.lock \(No locks available\); set cache_dir="):
         cache.fill("k", _linear(0.0), arch="lin", meta={}, train=lambda: pytest.fail("trained without the lock"))

@@ -6,8 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
-
-from bench.cli import main
+from kdbench.cli import main
 
 REQUIRED_COLUMNS = [
     "dataset",
@@ -141,7 +140,7 @@ def test_list_shows_every_registry(capsys):
 
 
 def run_bench_process(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "kdbench.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def assert_refused_in_one_line(result: subprocess.CompletedProcess, message: str) -> None:

@@ -1,9 +1,8 @@
 """Composition of the Hydra config tree and the up-front validation of every name and value."""
 
 import pytest
-
-from bench.config import compose_config, plan_from_config
-from bench.errors import ConfigError
+from kdbench.config import compose_config, plan_from_config
+from kdbench.errors import ConfigError
 
 
 def plan(*overrides: str):
@@ -87,8 +86,8 @@ def test_cuda_without_a_gpu_is_refused_before_training():
 
 
 def test_editing_an_architecture_changes_every_key_that_uses_it():
-    from bench.models import MODELS, architecture_fingerprint
-    from bench.models.digits import MLP
+    from kdbench.models import MODELS, architecture_fingerprint
+    from kdbench.models.digits import MLP
 
     def register(hidden):
         MODELS.unregister("probe_mlp")

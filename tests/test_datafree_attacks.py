@@ -3,19 +3,19 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from attacks.budget import student_recipe
-from attacks.dafl import DAFL, DAFLConfig, Generator, teacher_logits_and_features
-from attacks.deepinversion import DeepInversion, DeepInversionConfig, batchnorm_layers, batchnorm_statistics
-from bench.config import compose_config, plan_from_config
-from bench.data import ImageData, Split
-from bench.errors import ConfigError
-from bench.models import create_model
-from bench.plugins import ATTACKS, AttackContext, DataAccess
-from bench.progress import Progress
-from bench.runner import Runner
-from bench.teacher import Access, Teacher
-from bench.train import Recipe, Trainer
+from kdbench.api import ATTACKS, AttackContext, DataAccess
+from kdbench.attacks.dafl import DAFL, DAFLConfig, Generator, teacher_logits_and_features
+from kdbench.attacks.deepinversion import DeepInversion, DeepInversionConfig, batchnorm_layers, batchnorm_statistics
+from kdbench.attacks.student_recipe import student_recipe
+from kdbench.config import compose_config, plan_from_config
+from kdbench.data import ImageData, Split
+from kdbench.errors import ConfigError
+from kdbench.execute import run_matrix
+from kdbench.models import create_model
+from kdbench.progress import Progress
+from kdbench.records import Record
+from kdbench.teacher import Access, Teacher
+from kdbench.train import Recipe, Trainer
 
 DATA_FREE = ["dafl", "deepinversion"]
 
@@ -24,8 +24,9 @@ def plan(*overrides: str):
     return plan_from_config(compose_config(list(overrides)))
 
 
-def tiny_runner(tmp_path, *overrides: str) -> Runner:
-    return Runner(plan("preset=tiny", f"results_dir={tmp_path}", "quiet=true", *overrides), Progress(quiet=True))
+def run_tiny(tmp_path, *overrides: str) -> list[Record]:
+    """The tiny preset's matrix with ``overrides``, computed in this process; its records."""
+    return run_matrix(plan("preset=tiny", f"results_dir={tmp_path}", "quiet=true", *overrides), Progress(quiet=True))
 
 
 def trained_teacher(shape=(1, 8, 8), classes=4) -> Teacher:
@@ -76,7 +77,7 @@ def test_the_runner_hands_the_teacher_itself_and_never_the_training_data(tmp_pat
             return original(self, teacher, student, ctx)
 
     monkeypatch.setattr(cls, "run", spy)
-    records = tiny_runner(tmp_path, f"attack={name}", "defense=normal").run()
+    records = run_tiny(tmp_path, f"attack={name}", "defense=normal")
     assert [r.status for r in records] == ["ok"], records[0].reason
     assert isinstance(seen["teacher"], Teacher)
     ctx = seen["ctx"]
@@ -155,16 +156,16 @@ def synthesis_calls(monkeypatch) -> list:
 
 def test_deepinversion_synthesises_one_pool_per_teacher_for_every_student(tmp_path, synthesis_calls):
     calls = synthesis_calls
-    records = tiny_runner(tmp_path, "attack=deepinversion", "defense=normal", "student=[mlp,cnn1]").run()
+    records = run_tiny(tmp_path, "attack=deepinversion", "defense=normal", "student=[mlp,cnn1]")
     assert [r.status for r in records] == ["ok", "ok"]
     assert calls == [None]
 
 
 def test_adaptive_deepinversion_synthesises_against_each_student(tmp_path, synthesis_calls):
     calls = synthesis_calls
-    records = tiny_runner(
+    records = run_tiny(
         tmp_path, "attack=deepinversion", "defense=normal", "student=[mlp,cnn1]", "attack.deepinversion.adaptive=true"
-    ).run()
+    )
     assert [r.status for r in records] == ["ok", "ok"], [r.reason for r in records]
     assert len(calls) == 2 and all(isinstance(s, torch.nn.Module) for s in calls)
 

@@ -6,9 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from attacks.dafl import DAFLConfig, activation_loss, generator_loss, information_entropy_loss, one_hot_loss
-from attacks.deepinversion import (
+from kdbench.attacks.dafl import DAFLConfig, activation_loss, generator_loss, information_entropy_loss, one_hot_loss
+from kdbench.attacks.deepinversion import (
     BatchNormStatistics,
     batch_statistics,
     batchnorm_statistics,

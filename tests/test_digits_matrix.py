@@ -9,8 +9,7 @@ This trains the real default configuration, so it is marked ``slow``; CI runs it
 
 import pandas as pd
 import pytest
-
-from bench.cli import main
+from kdbench.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +35,7 @@ def records(all_records) -> pd.DataFrame:
 
 
 def test_every_cell_finished(all_records):
-    from bench.config import compose_config, plan_from_config
+    from kdbench.config import compose_config, plan_from_config
 
     cells = {c.name for selection in (SKELETON, SLICE) for c in plan_from_config(compose_config(selection)).cells}
     assert len(all_records) == len(cells) == 2 * 2 * 3 + 2 * 2 * 2

@@ -1,8 +1,8 @@
 import torch
-
-from bench.data import DatasetConfig, load_dataset
-from bench.distill import answered_batches
-from bench.teacher import Access, Teacher
+from kdbench.data import DatasetConfig
+from kdbench.datasets import load_dataset
+from kdbench.teacher import Access, Teacher
+from kdbench.teacher_answers import answered_batches
 
 
 class CountingTeacher:

@@ -6,10 +6,9 @@ import json
 import pandas as pd
 import pytest
 import torch
-
-from bench.cli import main
-from bench.progress import Progress
-from bench.train import Recipe, TrainingDiverged, fit
+from kdbench.cli import main
+from kdbench.progress import Progress
+from kdbench.train import Recipe, TrainingDiverged, fit
 
 
 def test_fit_stops_at_the_end_of_the_first_epoch_whose_loss_is_not_finite():

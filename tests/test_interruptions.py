@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-
-from bench.cli import main
-from bench.errors import ConfigError
-from bench.faults import FAULT_ENV, fault_point, parse_fault
+from kdbench.cli import main
+from kdbench.errors import ConfigError
+from kdbench.faults import FAULT_ENV, fault_point, parse_fault
 
 TINY = ["preset=tiny", "quiet=true"]
 NORMAL_RECORD = "digits_cnn__normal__kd__mlp__seed0.json"
@@ -31,7 +30,7 @@ def start_bench(results: Path, *args: str, fault: str | None = None, stdout=subp
     env["PYTHONUNBUFFERED"] = "1"  # its progress lines reach the log file as they are printed
     if fault is not None:
         env[FAULT_ENV] = fault
-    command = [sys.executable, "-m", "bench.cli", "run", *TINY, f"results_dir={results}", *args]
+    command = [sys.executable, "-m", "kdbench.cli", "run", *TINY, f"results_dir={results}", *args]
     return subprocess.Popen(command, env=env, stdout=stdout, stderr=subprocess.STDOUT)
 
 
@@ -145,11 +144,11 @@ def test_a_fault_spec_names_a_signal_a_pattern_and_which_hit():
 
 
 def test_a_fault_point_signals_only_at_the_chosen_hit_of_a_matching_point(monkeypatch):
-    import bench.faults
+    import kdbench.faults
 
     sent = []
-    monkeypatch.setattr(bench.faults.os, "kill", lambda pid, signum: sent.append((pid, signum)))
-    monkeypatch.setattr(bench.faults, "_hits", 0)
+    monkeypatch.setattr(kdbench.faults.os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    monkeypatch.setattr(kdbench.faults, "_hits", 0)
     monkeypatch.delenv(FAULT_ENV, raising=False)
     fault_point("train/kd x")
     monkeypatch.setenv(FAULT_ENV, "kill:train/kd *#2")

@@ -2,10 +2,9 @@
 
 import pandas as pd
 import pytest
-
-from bench.cli import main
-from bench.config import compose_config, plan_from_config
-from bench.multirun import sweep_overrides
+from kdbench.cli import main
+from kdbench.config import compose_config, plan_from_config
+from kdbench.multirun import sweep_overrides
 
 
 def test_the_sweep_has_one_job_per_cell_and_keeps_the_other_overrides():

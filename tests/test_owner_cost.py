@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
-
-from bench.data import DatasetConfig, load_dataset
-from bench.owner_cost import expected_calibration_error, kl_divergence_rows, owner_cost, total_variation_rows
-from bench.teacher import Teacher
+from kdbench.data import DatasetConfig
+from kdbench.datasets import load_dataset
+from kdbench.owner_cost import expected_calibration_error, kl_divergence_rows, owner_cost, total_variation_rows
+from kdbench.teacher import Teacher
 
 LN3 = math.log(3.0)
 

@@ -2,11 +2,10 @@
 
 import pandas as pd
 import pytest
-
-from bench.config import compose_config, plan_from_config
-from bench.errors import ConfigError
-from bench.paper import check_paper_table, paper_note, paper_tables, published, with_paper_figures
-from bench.report import matrix_table
+from kdbench.config import compose_config, plan_from_config
+from kdbench.errors import ConfigError
+from kdbench.paper import check_paper_table, paper_note, paper_tables, published, with_paper_figures
+from kdbench.report import matrix_table
 
 
 def board() -> pd.DataFrame:

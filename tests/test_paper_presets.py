@@ -11,9 +11,8 @@ import itertools
 
 import pandas as pd
 import pytest
-
-from bench.cli import main
-from bench.config import compose_config, plan_from_config
+from kdbench.cli import main
+from kdbench.config import compose_config, plan_from_config
 
 SETTINGS = {
     # preset: dataset, teachers, students, nasty (τ, ω), kd (τ, α), epochs, milestones, gamma, paper table

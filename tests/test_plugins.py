@@ -13,7 +13,7 @@ EXAMPLE = Path(__file__).parent / "example_plugin"
 def bench(*args: str, path: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {"PYTHONPATH": str(path), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+        [sys.executable, "-m", "kdbench.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
 
 
@@ -84,8 +84,8 @@ def test_a_plugin_reusing_a_taken_name_is_refused_naming_both(tmp_path):
     site = tmp_path / "site"
     (site / "dup_plugin").mkdir(parents=True)
     (site / "dup_plugin" / "__init__.py").write_text(
-        "from bench.plugins import register_attack\n"
-        "from attacks.kd import KDConfig, KnowledgeDistillation\n"
+        "from kdbench.api import register_attack\n"
+        "from kdbench.attacks.kd import KDConfig, KnowledgeDistillation\n"
         "@register_attack('kd', config=KDConfig)\n"
         "class Copy(KnowledgeDistillation):\n"
         "    pass\n"
@@ -96,5 +96,5 @@ def test_a_plugin_reusing_a_taken_name_is_refused_naming_both(tmp_path):
     (dist / "entry_points.txt").write_text("[kdbench.attacks]\nkd = dup_plugin\n")
     result = bench("list", path=site, cwd=tmp_path)
     assert result.returncode == 2
-    assert "'kd' is registered twice: by attacks.kd and by dup_plugin" in result.stderr
+    assert "'kd' is registered twice: by kdbench.attacks.kd and by dup_plugin" in result.stderr
     assert "package 'dup-plugin'" in result.stderr

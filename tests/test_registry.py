@@ -1,10 +1,10 @@
 import pytest
-
-from bench.data import DATASETS
-from bench.errors import ConfigError
-from bench.models import MODELS, create_model
-from bench.plugins import ATTACKS, DEFENSES, load_plugins
-from bench.registry import Registry
+from kdbench.api import ATTACKS, DEFENSES
+from kdbench.datasets import DATASETS
+from kdbench.discovery import load_plugins
+from kdbench.errors import ConfigError
+from kdbench.models import MODELS, create_model
+from kdbench.registry import Registry
 
 
 @pytest.mark.parametrize(

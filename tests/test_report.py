@@ -12,9 +12,8 @@ The expected figures were computed by hand from the records below (baselines 90 
 from pathlib import Path
 
 import pytest
-
-from bench.records import Record, RecordStore
-from bench.report import write_reports
+from kdbench.records import Record, RecordStore
+from kdbench.report import write_reports
 
 SETTINGS = {"dataset": "toy", "preset": "default", "seeds": 2}
 

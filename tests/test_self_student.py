@@ -3,9 +3,8 @@
 import json
 
 import pandas as pd
-
-from bench.cli import main
-from bench.config import compose_config, plan_from_config
+from kdbench.cli import main
+from kdbench.config import compose_config, plan_from_config
 
 
 def plan(*overrides: str):

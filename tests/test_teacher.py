@@ -1,7 +1,6 @@
 import pytest
 import torch
-
-from bench.teacher import Access, QueryBudgetExceeded, Teacher
+from kdbench.teacher import Access, QueryBudgetExceeded, Teacher
 
 
 def linear_teacher() -> Teacher:
@@ -78,7 +77,7 @@ def test_top_k_access_serves_a_distribution_over_k_classes_at_most():
 
 
 def test_an_api_refuses_a_budget_below_one_and_a_top_k_without_top_k_access():
-    from bench.errors import ConfigError
+    from kdbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="a query budget must be a positive number of inputs, got 0"):
         linear_teacher().api(Access.LOGITS, budget=0)

@@ -9,10 +9,9 @@ from typing import ClassVar
 
 import pytest
 import torch
-
-from bench.cli import main
-from bench.plugins import ATTACKS, Attack, DataAccess
-from bench.teacher import Access, Teacher, TeacherAPI
+from kdbench.api import ATTACKS, Attack, DataAccess
+from kdbench.cli import main
+from kdbench.teacher import Access, Teacher, TeacherAPI
 
 
 @dataclass

@@ -1,10 +1,9 @@
 """``train_by_model.<arch>``: the recipe fields one architecture trains with instead of ``train``'s."""
 
 import pytest
-
-from bench.cli import main
-from bench.config import compose_config, plan_from_config
-from bench.errors import ConfigError
+from kdbench.cli import main
+from kdbench.config import compose_config, plan_from_config
+from kdbench.errors import ConfigError
 
 
 def plan(*overrides: str):

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from bench.cli import main
+from kdbench.cli import main
 
 TINY = ["preset=tiny", "quiet=true"]
 # Another attack option: both cells are recomputed and reuse the cached teachers.

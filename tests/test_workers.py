@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from bench.cli import main
-from bench.config import Cell, available_cores, resolve_workers
-from bench.errors import ConfigError
-from bench.faults import FAULT_ENV
-from bench.workers import Network, build_order
+from kdbench.cli import main
+from kdbench.config import Cell, available_cores, resolve_workers
+from kdbench.errors import ConfigError
+from kdbench.faults import FAULT_ENV
+from kdbench.workers import Network, build_order
 
 MATRIX = ["preset=tiny", "quiet=true", "defense=[normal,nasty]", "attack=[kd,blackbox]", "student=[mlp,cnn1]"]
 
@@ -61,7 +60,7 @@ def start_bench(results: Path, *, fault: str | None = None, marker: str = "") ->
     env["KDBENCH_TEST_MARKER"] = marker  # inherited by the workers: finds them if any outlive the run
     if fault is not None:
         env[FAULT_ENV] = fault
-    command = [sys.executable, "-m", "bench.cli", "run", *MATRIX, f"results_dir={results}", "workers=2"]
+    command = [sys.executable, "-m", "kdbench.cli", "run", *MATRIX, f"results_dir={results}", "workers=2"]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

@@ -1,73 +1,25 @@
-"""Model registry: ``@register_model(name)`` on a builder, ``create_model(name, ...)`` builds any.
+"""The suite's networks: importing this package registers every built-in model.
 
-Names of the form ``timm/<model>`` build any timm model (random init, sized for the dataset).
+``create_model(name, num_classes, input_shape)`` builds any of them, or any timm model as
+``timm/<name>``. The registry itself lives in the leaf module :mod:`kdbench.models.registry`.
 """
 
-from __future__ import annotations
-
-import functools
-import hashlib
-from collections.abc import Callable
-
-import torch
-
-from bench.errors import ConfigError
-from bench.models.base import Classifier
-from bench.registry import Registry
-
-ModelBuilder = Callable[[int, tuple[int, int, int]], Classifier]
-MODELS: Registry[ModelBuilder] = Registry("model")
-register_model = MODELS.register
-
-TIMM_PREFIX = "timm/"
-
-
-def create_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> Classifier:
-    if name.startswith(TIMM_PREFIX):
-        from bench.models.timm_models import create_timm_model
-
-        return create_timm_model(name.removeprefix(TIMM_PREFIX), num_classes, input_shape)
-    return MODELS.get(name).factory(num_classes, input_shape)
-
-
-@functools.cache
-def architecture_fingerprint(name: str) -> str:
-    """A hash of the network's parameter and buffer names and shapes, part of every cache key.
-
-    Editing an architecture (a wider layer, another block) changes it, so weights and records made
-    with the old definition are never reused for the new one. Built on the meta device at a fixed
-    probe shape: no memory, no data needed.
-    """
-    layout = [(key, list(value.shape)) for key, value in probe_model(name).state_dict().items()]
-    return hashlib.sha256(repr(layout).encode()).hexdigest()[:12]
-
-
-def probe_model(name: str) -> Classifier:
-    """The network ``name`` on the meta device at a fixed probe shape: its layers, no memory, no data."""
-    with torch.device("meta"):
-        return create_model(name, 10, (3, 32, 32))
-
-
-def check_model_name(name: str) -> None:
-    """Fail before any training if ``name`` names no model."""
-    if name.startswith(TIMM_PREFIX):
-        from bench.models.timm_models import check_timm_name
-
-        check_timm_name(name.removeprefix(TIMM_PREFIX))
-    elif name not in MODELS:
-        MODELS.get(name)  # raises with the list of known names
-
-
-def _import_builtin_models() -> None:
-    from bench.models import cnn, digits, mobilenetv2, preact_resnet, resnet_cifar, resnext, shufflenetv2  # noqa: F401
-
-
-_import_builtin_models()
+from kdbench.models import cnn, digits, mobilenetv2, preact_resnet, resnet_cifar, resnext, shufflenetv2  # noqa: F401
+from kdbench.models.base import Classifier
+from kdbench.models.factory import (
+    TIMM_PREFIX,
+    architecture_fingerprint,
+    check_model_name,
+    create_model,
+    probe_model,
+)
+from kdbench.models.registry import MODELS, ModelBuilder, register_model
 
 __all__ = [
     "MODELS",
+    "TIMM_PREFIX",
     "Classifier",
-    "ConfigError",
+    "ModelBuilder",
     "architecture_fingerprint",
     "check_model_name",
     "create_model",

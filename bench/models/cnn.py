@@ -8,11 +8,10 @@ connected layer reads the whole ⅛-size feature map: 4×4 for 32×32 inputs, 8�
 
 from __future__ import annotations
 
+from kdbench.errors import ConfigError
+from kdbench.models.base import Classifier
+from kdbench.models.registry import register_model
 from torch import Tensor, nn
-
-from bench.errors import ConfigError
-from bench.models import register_model
-from bench.models.base import Classifier
 
 CHANNELS = (32, 64, 128)
 HIDDEN = 128

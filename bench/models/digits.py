@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from kdbench.models.base import Classifier
+from kdbench.models.registry import register_model
 from torch import Tensor, nn
-
-from bench.models import register_model
-from bench.models.base import Classifier
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:

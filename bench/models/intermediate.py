@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from kdbench.errors import ConfigError
+from kdbench.models.base import Classifier
 from torch import Tensor, nn
-
-from bench.errors import ConfigError
-from bench.models.base import Classifier
 
 
 @dataclass(frozen=True)

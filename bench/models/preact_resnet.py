@@ -7,11 +7,10 @@ projection shortcut is a 1×1 convolution where the shape changes.
 from __future__ import annotations
 
 import torch.nn.functional as F
+from kdbench.errors import ConfigError
+from kdbench.models.base import Classifier
+from kdbench.models.registry import register_model
 from torch import Tensor, nn
-
-from bench.errors import ConfigError
-from bench.models import register_model
-from bench.models.base import Classifier
 
 
 class PreActBlock(nn.Module):

@@ -10,11 +10,10 @@ He-normal (fan-out) convolutions, He-normal classifier, zero biases.
 from __future__ import annotations
 
 import torch.nn.functional as F
+from kdbench.errors import ConfigError
+from kdbench.models.base import Classifier
+from kdbench.models.registry import register_model
 from torch import Tensor, nn
-
-from bench.errors import ConfigError
-from bench.models import register_model
-from bench.models.base import Classifier
 
 STEM = 64
 WIDEN = 4

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from kdbench.errors import ConfigError
+from kdbench.models.base import Classifier
 from torch import Tensor, nn
-
-from bench.errors import ConfigError
-from bench.models.base import Classifier
 
 
 class TimmClassifier(Classifier):

@@ -8,12 +8,11 @@ are in each result's ``extra_info``.
 
 import pytest
 import torch
-
-from attacks.dafl import DAFLConfig, Generator, generator_step
-from attacks.deepinversion import DeepInversionConfig, batchnorm_statistics, inversion_step
-from bench.losses import soft_kl
-from bench.models import create_model
-from bench.teacher import Teacher
+from kdbench.attacks.dafl import DAFLConfig, Generator, generator_step
+from kdbench.attacks.deepinversion import DeepInversionConfig, batchnorm_statistics, inversion_step
+from kdbench.losses import soft_kl
+from kdbench.models import create_model
+from kdbench.teacher import Teacher
 
 SHAPE = (3, 32, 32)
 CLASSES = 10

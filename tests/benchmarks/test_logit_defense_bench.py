@@ -5,10 +5,9 @@ Disabled by default (``--benchmark-disable`` in pyproject); run with ``--benchma
 
 import pytest
 import torch
-
-from bench.teacher import keep_top_k
-from defenses.logit_noise import logit_noise
-from defenses.reverse_sigmoid import reverse_sigmoid
+from kdbench.defenses.logit_noise import logit_noise
+from kdbench.defenses.reverse_sigmoid import reverse_sigmoid
+from kdbench.teacher import keep_top_k
 
 PERTURBATIONS = {
     "none": lambda z, x: z,

@@ -13,13 +13,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-
-from bench.config import compose_config, plan_from_config
-from bench.data import load_dataset
-from bench.losses import cross_entropy
-from bench.models import create_model
-from bench.progress import Progress
-from bench.train import Trainer
+from kdbench.config import compose_config, plan_from_config
+from kdbench.datasets import load_dataset
+from kdbench.losses import cross_entropy
+from kdbench.models import create_model
+from kdbench.progress import Progress
+from kdbench.train import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="times a GPU epoch; no CUDA here")
 

@@ -12,13 +12,13 @@ import math
 
 import pytest
 import torch
-
-from bench.data import DatasetConfig, load_dataset
-from bench.losses import kd_loss
-from bench.models import create_model
-from bench.progress import Progress
-from bench.teacher import Access, Teacher
-from bench.train import Recipe, Trainer, resolve_acceleration
+from kdbench.data import DatasetConfig
+from kdbench.datasets import load_dataset
+from kdbench.losses import kd_loss
+from kdbench.models import create_model
+from kdbench.progress import Progress
+from kdbench.teacher import Access, Teacher
+from kdbench.train import Recipe, Trainer, resolve_acceleration
 
 from .reference_loop import reference_kd_epoch, reference_loader
 

@@ -7,11 +7,8 @@ the returned labels, optionally smoothed.
 from dataclasses import dataclass
 
 import torch.nn.functional as F
+from kdbench.api import Access, Attack, AttackContext, ConfigError, DataAccess, TeacherAPI, register_attack
 from torch import nn
-
-from bench.errors import ConfigError
-from bench.plugins import Attack, AttackContext, DataAccess, register_attack
-from bench.teacher import Access, TeacherAPI
 
 
 @dataclass
@@ -27,9 +24,6 @@ class LabelOnlyConfig:
 class LabelOnly(Attack):
     access = Access.TOP1_LABEL
     data_access = DataAccess.TRAIN
-
-    def __init__(self, cfg: LabelOnlyConfig) -> None:
-        self.cfg = cfg
 
     def run(self, teacher: TeacherAPI, student: nn.Module, ctx: AttackContext) -> nn.Module:
         def objective(x, _labels_the_attacker_never_sees):

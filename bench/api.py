@@ -1,50 +1,31 @@
-"""The two plugin interfaces, defenses and attacks, with their registries and contexts.
+"""Everything a plugin author needs, and nothing that imports a plugin.
 
-A defense turns a :class:`DefenseContext` into a :class:`~bench.teacher.Teacher`. An attack turns
-a teacher, seen at the attack's declared access level, and a fresh student into a trained student.
-Register either with a decorator; its options are a dataclass, which becomes a Hydra config group
-option (``attack=kd attack.kd.tau=8``).
+A defense turns a :class:`DefenseContext` into a :class:`Teacher`. An attack turns a teacher, seen
+at the attack's declared access level, and a fresh student into a trained student. Register either
+with a decorator; its options are a dataclass, which becomes a Hydra config group option
+(``attack=kd attack.kd.tau=8``) and reaches the plugin's constructor as ``cfg``.
+
+The suite's own plugins (:mod:`kdbench.attacks`, :mod:`kdbench.defenses`) and installed packages'
+entry points are imported by :mod:`kdbench.discovery`, never by this module.
 """
 
 from __future__ import annotations
 
-import enum
-import importlib.metadata
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from kdbench.cache import ArtifactCache, config_hash
+from kdbench.data import ImageData, InputFormat
+from kdbench.errors import BenchError, ConfigError
+from kdbench.models import Classifier, create_model
+from kdbench.registry import Registry
+from kdbench.teacher import Perturbation, QueryBudgetExceeded, Teacher, TeacherAPI
+from kdbench.threat_model import Access, DataAccess
+from kdbench.train import Trainer
 from torch import Tensor, nn
-
-from bench.cache import ArtifactCache, config_hash
-from bench.data import ImageData, InputFormat
-from bench.errors import ConfigError
-from bench.models import Classifier, create_model
-from bench.registry import Registry
-from bench.teacher import Access, Teacher, TeacherAPI
-from bench.train import Trainer
-
-
-class DataAccess(enum.Enum):
-    """What an attacker holds of the owner's data."""
-
-    TRAIN = "train"  # the teacher's training inputs and labels (vanilla KD's threat model)
-    TRAIN_INPUTS = "train_inputs"  # the training inputs without their labels
-    HELDOUT_INPUTS = "heldout_inputs"  # unlabelled inputs of the same distribution nobody trained on
-    NONE = "none"  # nothing: data-free attacks, and attacks that bring their own inputs
-
-
-def attacker_inputs(access: DataAccess, data: ImageData) -> Tensor | None:
-    """The unlabelled uint8 images an attack with ``access`` may hold (None: none)."""
-    if access is DataAccess.TRAIN_INPUTS:
-        return data.train.x
-    if access is DataAccess.HELDOUT_INPUTS:
-        if data.heldout is None:
-            raise ConfigError(f"dataset {data.name!r} has no held-out split: set dataset.heldout_fraction (e.g. 0.2)")
-        return data.heldout.x
-    return None
 
 
 @dataclass
@@ -103,14 +84,21 @@ class DefenseContext:
         return model
 
 
-class Defense(ABC):
+class Plugin:
+    """A defense or an attack, built with its validated options ``cfg`` (None if it takes none)."""
+
+    def __init__(self, cfg: Any = None) -> None:
+        self.cfg = cfg
+
+
+class Defense(Plugin, ABC):
     """Builds the protected teacher for one (dataset, teacher architecture, seed)."""
 
     @abstractmethod
     def build(self, ctx: DefenseContext) -> Teacher: ...
 
 
-class Attack(ABC):
+class Attack(Plugin, ABC):
     """Trains ``student`` to imitate the teacher within the attack's threat model.
 
     The threat model is read from the instance, so an attack may set it from its options:
@@ -141,35 +129,26 @@ register_defense = DEFENSES.register
 register_attack = ATTACKS.register
 
 
-ENTRY_POINT_GROUPS = {"kdbench.attacks": ATTACKS, "kdbench.defenses": DEFENSES}
-_loaded = False
-
-
-def load_plugins() -> None:
-    """Fill the registries: the suite's own plugins, then installed packages' entry points.
-
-    A third-party package declares, in its pyproject.toml::
-
-        [project.entry-points."kdbench.attacks"]
-        my_attack = "my_package.my_module"
-
-    Loading the entry point imports that module, whose ``@register_attack("my_attack", ...)`` does
-    the registration. Loaded once per process.
-    """
-    global _loaded
-    if _loaded:
-        return
-    import attacks  # noqa: F401
-    import defenses  # noqa: F401
-
-    for group in ENTRY_POINT_GROUPS:
-        for entry_point in importlib.metadata.entry_points(group=group):
-            package = entry_point.dist.name if entry_point.dist is not None else "?"
-            try:
-                entry_point.load()
-            except Exception as err:
-                raise ConfigError(
-                    f"plugin {entry_point.name!r} of package {package!r} (entry point {group}: "
-                    f"{entry_point.value}) failed to import: {type(err).__name__}: {err}"
-                ) from None
-    _loaded = True
+__all__ = [
+    "ATTACKS",
+    "DEFENSES",
+    "Access",
+    "Attack",
+    "AttackContext",
+    "BenchError",
+    "Classifier",
+    "ConfigError",
+    "DataAccess",
+    "Defense",
+    "DefenseContext",
+    "ImageData",
+    "InputFormat",
+    "Perturbation",
+    "Plugin",
+    "QueryBudgetExceeded",
+    "Teacher",
+    "TeacherAPI",
+    "Trainer",
+    "register_attack",
+    "register_defense",
+]

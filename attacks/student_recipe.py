@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bench.errors import ConfigError
-from bench.train import Recipe
+from kdbench.errors import ConfigError
+from kdbench.train import Recipe
 
 
 def check_recipe_overrides(overrides: dict[str, Any], where: str, *, fixed: tuple[str, ...] = ("epochs",)) -> None:

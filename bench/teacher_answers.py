@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
+from kdbench.data import ImageData, index_batches
 from torch import Tensor
-
-from bench.data import ImageData, index_batches
 
 Ask = Callable[[Tensor], Tensor]  # inputs → the teacher's answers (an API, or a frozen network)
 
@@ -27,10 +26,15 @@ class Answered(NamedTuple):
     teacher: Tensor  # the teacher's answer to each input
 
 
-@torch.inference_mode()
-def _ask_all(ask: Ask, data: ImageData, chunk: int = 1024) -> Tensor:
-    answers = [ask(x) for x, _ in data.batches(data.train, chunk)]
-    return torch.cat(answers)
+ASK_CHUNK = 1024  # inputs per teacher call when a whole pool is asked at once
+
+
+def ask_in_chunks(ask: Ask, inputs: Tensor, *, prepare: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """The teacher's answers to every row of ``inputs``, asked :data:`ASK_CHUNK` rows at a time
+    (``prepare``, e.g. normalisation, applied to each chunk first); usable outside inference mode."""
+    with torch.inference_mode():
+        answers = torch.cat([ask(prepare(x) if prepare else x) for x in inputs.split(ASK_CHUNK)])
+    return answers.clone()
 
 
 def answered_batches(
@@ -38,7 +42,7 @@ def answered_batches(
 ) -> tuple[Callable[[int], Iterator[tuple[Tensor, Answered]]], int]:
     """``(batches(epoch), steps_per_epoch)`` over the shuffled training split, with the teacher's answers."""
     train = data.train
-    stored = None if data.augment else _ask_all(ask, data).clone()  # clone: usable outside inference mode
+    stored = None if data.augment else ask_in_chunks(ask, train.x, prepare=data.normalize)
 
     def batches(epoch: int) -> Iterator[tuple[Tensor, Answered]]:
         for idx in index_batches(len(train), batch_size, shuffle=True, generator=generator, device=train.x.device):

@@ -1,0 +1,45 @@
+"""Fills the plugin registries: the suite's own plugins, then installed packages' entry points.
+
+Kept apart from :mod:`kdbench.api`, which plugins import: the engine calls :func:`load_plugins`,
+and a plugin module importing the API never imports another plugin as a side effect.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from kdbench.api import ATTACKS, DEFENSES
+from kdbench.errors import ConfigError
+
+ENTRY_POINT_GROUPS = {"kdbench.attacks": ATTACKS, "kdbench.defenses": DEFENSES}
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Fill the registries once per process.
+
+    A third-party package declares, in its pyproject.toml::
+
+        [project.entry-points."kdbench.attacks"]
+        my_attack = "my_package.my_module"
+
+    Loading the entry point imports that module, whose ``@register_attack("my_attack", ...)`` does
+    the registration.
+    """
+    global _loaded
+    if _loaded:
+        return
+    import kdbench.attacks
+    import kdbench.defenses  # noqa: F401
+
+    for group in ENTRY_POINT_GROUPS:
+        for entry_point in importlib.metadata.entry_points(group=group):
+            package = entry_point.dist.name if entry_point.dist is not None else "?"
+            try:
+                entry_point.load()
+            except Exception as err:
+                raise ConfigError(
+                    f"plugin {entry_point.name!r} of package {package!r} (entry point {group}: "
+                    f"{entry_point.value}) failed to import: {type(err).__name__}: {err}"
+                ) from None
+    _loaded = True

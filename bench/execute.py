@@ -1,0 +1,80 @@
+"""Run a plan: check it can run, then compute its pending cells in this process or on workers.
+
+Both the ``bench run`` command and each multirun job come through here, so a run is validated
+the same way whichever executor computes it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+import kdbench
+import torch
+from kdbench.cells import measured_records, pending_cells
+from kdbench.config import RunPlan
+from kdbench.datasets import load_dataset
+from kdbench.errors import BenchError
+from kdbench.progress import Progress
+from kdbench.records import Record, RecordStore
+from kdbench.runner import Runner
+from kdbench.workers import run_in_workers
+
+
+def check_runnable(plan: RunPlan) -> None:
+    """Refuse, before anything trains, a results folder that cannot be written and a dataset that
+    cannot be loaded (a missing folder is bad input, not a failure recorded in every cell)."""
+    check_writable(plan)
+    load_dataset(plan.dataset)
+
+
+def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
+    """Compute every cell of ``plan`` that has no final record for its configuration; returns the
+    records written (cells already done are skipped)."""
+    store = RecordStore(plan.dataset_dir)
+    todo = pending_cells(plan, store)
+    skipped = len(plan.cells) - len(todo)
+    if skipped:
+        progress.log(f"{skipped} of {len(plan.cells)} cells already done for this configuration")
+    if not todo:
+        return []
+    measured = measured_records(store)
+    if plan.workers > 1 and len({key for _, key in todo if key not in measured}) > 1:
+        return run_in_workers(plan, progress, todo, measured)
+    return Runner(plan, progress).run(todo, measured)
+
+
+def check_writable(plan: RunPlan) -> None:
+    folder = plan.dataset_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise BenchError(
+            f"results folder {folder} is not writable ({err.strerror}); set results_dir=<a writable folder>"
+        ) from None
+
+
+def settings_of(plan: RunPlan) -> dict[str, Any]:
+    """What a leaderboard states so that it can be reproduced from its own header."""
+    settings = {
+        "dataset": plan.dataset.name,
+        "preset": plan.preset,
+        "teacher": ", ".join(plan.teachers),
+        "seeds": len(plan.seeds),
+        "epochs": plan.recipe.epochs,
+        "recipe": asdict(plan.recipe),
+        "device": str(plan.device),
+        "workers": plan.workers,
+        "precision": "bf16" if plan.acceleration.bf16 else "fp32",
+        "torch": torch.__version__,
+        "kdbench": kdbench.__version__,
+    }
+    if plan.recipe_by_model:
+        settings["recipe_by_model"] = {arch: asdict(recipe) for arch, recipe in plan.recipe_by_model.items()}
+    if plan.paper:
+        settings["paper"] = plan.paper
+    return settings
