@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from kdbench.cache import ArtifactCache, config_hash
+from kdbench.cache import ArtifactCache, config_hash, file_digest
+from kdbench.code_fingerprint import code_fingerprint
 from kdbench.data import ImageData, InputFormat
 from kdbench.errors import BenchError, ConfigError
 from kdbench.models import Classifier, create_model
@@ -57,6 +58,9 @@ class DefenseContext:
     teacher_arch: str
     cache: ArtifactCache
     identity: dict[str, Any]  # dataset, architecture, recipe, seed: the key's common part
+    fresh_after: float | None = None  # rerun=true: a checkpoint older than this is retrained
+    # every checkpoint the teacher was built from, file name → content digest (kept in the record)
+    weights: dict[str, str] = field(default_factory=dict)
     _memo: dict[str, Classifier] = field(default_factory=dict)
 
     def new_model(self, purpose: str) -> tuple[Classifier, Any]:
@@ -65,19 +69,26 @@ class DefenseContext:
         return model.to(self.trainer.device), generator
 
     def trained(self, kind: str, options: dict[str, Any], train: Callable[[Classifier, Any], None]) -> Classifier:
-        """The teacher network ``kind`` with ``options``: from the cache, or trained now and cached."""
-        key = config_hash({**self.identity, "kind": kind, "options": options})
+        """The teacher network ``kind`` with ``options``: from the cache, or trained now and cached.
+
+        The key holds the fingerprint of the code that trains it (``train``'s module and the modules
+        of its package that it imports), so editing a defense retrains its network.
+        """
+        code = code_fingerprint(getattr(train, "__module__", "") or "")
+        key = config_hash({**self.identity, "kind": kind, "options": options, "code": code})
         if key in self._memo:
             return self._memo[key]
         model, generator = self.new_model(f"teacher/{kind}")
-        self.cache.fill(
+        path = self.cache.fill(
             key,
             model,
             arch=self.teacher_arch,
             meta={"kind": kind},
             train=lambda: train(model, generator),
             on_wait=self.trainer.progress.log,
+            fresh_after=self.fresh_after,
         )
+        self.weights[path.name] = file_digest(path) or ""
         # a checkpoint loads into the default layout; NHWC weights meet NHWC inputs without conversions
         self.trainer.acceleration.layout(model).eval().requires_grad_(False)
         self._memo[key] = model

@@ -14,6 +14,7 @@ the empty ``.lock`` files stay (removing one could split two processes onto diff
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -122,22 +123,33 @@ class ArtifactCache:
         meta: dict[str, Any],
         train: Callable[[], None],
         on_wait: Callable[[str], None] | None = None,
-    ) -> None:
-        """Give ``model`` the weights cached under ``key``, or ``train()`` it in place and cache them.
+        fresh_after: float | None = None,
+    ) -> Path:
+        """Give ``model`` the weights cached under ``key``, or ``train()`` it in place and cache them;
+        returns the checkpoint's path.
 
         Training runs under ``key``'s lock, and the cache is read again once the lock is held, so
         of several processes that need the same artifact one trains it and the others load it.
+        With ``fresh_after`` (a ``time.time()``), a checkpoint written before then counts as absent:
+        ``rerun=true`` retrains each network once, however many cells and processes need it.
         """
-        state = self.load(key, arch)
+        state = self._load_fresh(key, arch, fresh_after)
         if state is None:
             with self.lock(key, on_wait):
-                state = self.load(key, arch)
+                state = self._load_fresh(key, arch, fresh_after)
                 if state is None:
                     self._remove_stray_temporaries(key)
                     train()
                     self.save(key, model.state_dict(), meta={**meta, "arch": arch})
-                    return
+                    return self.path(key)
         model.load_state_dict(state)
+        return self.path(key)
+
+    def _load_fresh(self, key: str, arch: str, fresh_after: float | None) -> dict[str, torch.Tensor] | None:
+        path = self.path(key)
+        if fresh_after is not None and path.exists() and path.stat().st_mtime < fresh_after:
+            return None
+        return self.load(key, arch)
 
     def _remove_stray_temporaries(self, key: str) -> None:
         """Half-written copies of ``key`` left by a killed run (only the lock holder writes them)."""
@@ -162,3 +174,22 @@ def load_checkpoint(path: Path, expected_arch: str) -> dict[str, torch.Tensor]:
             f"checkpoint {path} holds a {arch!r} network, not {expected_arch!r}; delete it to retrain"
         )
     return payload["state_dict"]
+
+
+@functools.cache
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def file_digest(path: Path) -> str | None:
+    """The sha256 (16 hex digits) of the file at ``path``, None if there is none; hashed once per
+    process for each (path, mtime, size)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return _digest(str(path), stat.st_mtime_ns, stat.st_size)

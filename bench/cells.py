@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kdbench.cache import config_hash
+from kdbench.cache import config_hash, file_digest
 from kdbench.config import Cell, RunPlan
 from kdbench.records import STATUS_DIVERGED, STATUS_OK, Record, RecordStore
 
@@ -15,19 +15,36 @@ FINAL_STATUSES = (STATUS_OK, STATUS_DIVERGED)
 
 
 def pending_cells(plan: RunPlan, store: RecordStore) -> list[tuple[Cell, str]]:
-    """The plan's cells without a final record for their current configuration, with their keys."""
+    """The plan's cells without a current final record, with their keys (with ``rerun``: all).
+
+    A record is current when its configuration key (which covers the plugins' code) is the cell's
+    and every checkpoint it was computed from is still the same file, or gone: a checkpoint
+    replaced by another file recomputes the cells that used it.
+    """
     todo = []
     for cell in plan.cells:
         key = config_hash(plan.cell_key(cell))
-        record = store.get(cell.name)
-        if record is None or record.key != key or record.status not in FINAL_STATUSES:
+        record = None if plan.rerun else store.get(cell.name)
+        if record is None or record.key != key or record.status not in FINAL_STATUSES or weights_changed(plan, record):
             todo.append((cell, key))
     return todo
 
 
-def measured_records(store: RecordStore) -> dict[str, Record]:
-    """Every final record in ``store`` by its configuration key (a twin cell takes one over)."""
-    return {r.key: r for r in store.all() if r.status in FINAL_STATUSES}
+def weights_changed(plan: RunPlan, record: Record) -> bool:
+    """Whether a checkpoint ``record`` was computed from now holds other bytes."""
+    for name, digest in record.extra.get("weights", {}).items():
+        now = file_digest(plan.cache_dir / name)
+        if now is not None and now != digest:
+            return True
+    return False
+
+
+def measured_records(plan: RunPlan, store: RecordStore) -> dict[str, Record]:
+    """The final records a twin cell may take over, by configuration key (with ``rerun``: none, so
+    every computation of this run is made anew)."""
+    if plan.rerun:
+        return {}
+    return {r.key: r for r in store.all() if r.status in FINAL_STATUSES and not weights_changed(plan, r)}
 
 
 def cell_title(cell: Cell, i: int, n: int) -> str:

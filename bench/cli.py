@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 import time
-from dataclasses import MISSING, Field
+from dataclasses import MISSING, Field, replace
 from typing import Any
 
 from kdbench.errors import BenchError
@@ -36,9 +36,11 @@ def _run(overrides: list[str], console: Console) -> int:
     from kdbench.execute import check_runnable, run_matrix, settings_of
     from kdbench.progress import Progress
     from kdbench.records import STATUS_FAILED
+    from kdbench.reference import compare_with_reference
     from kdbench.report import print_leaderboard, write_reports
 
-    plan = plan_from_config(compose_config(overrides))
+    command = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
+    plan = replace(plan_from_config(compose_config(overrides)), command=command)
     check_runnable(plan)
     progress = Progress(console, quiet=plan.quiet)
     start = time.perf_counter()
@@ -46,13 +48,17 @@ def _run(overrides: list[str], console: Console) -> int:
         done = run_matrix(plan, progress)
     elapsed = time.perf_counter() - start
     settings = settings_of(plan)
-    settings["command"] = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
+    settings["command"] = command
     board = write_reports(plan.dataset_dir, settings)
     print_leaderboard(board, console, f"kdbench: {plan.dataset.name}")
     console.print(
         f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s; "
         f"tables in {plan.dataset_dir}/"
     )
+    if plan.reference_dir is not None:
+        comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.dataset.name)
+        if comparison is not None:
+            console.print(comparison.summary(), soft_wrap=True)
     failed = [record for record in done if record.status == STATUS_FAILED]
     for record in failed:
         print(f"failed: {record.cell}: {record.reason}", file=sys.stderr)
@@ -75,16 +81,22 @@ def _multirun(overrides: list[str], console: Console) -> int:
 
 
 def _report(overrides: list[str], console: Console) -> int:
+    """Rebuild the tables of every dataset with records under ``results_dir`` (or of the one that
+    ``dataset=`` names)."""
     from pathlib import Path
 
     from kdbench.config import compose_config
     from kdbench.report import print_leaderboard, write_reports
 
     cfg = compose_config(overrides)
-    folder = Path(str(cfg.results_dir)).expanduser() / str(cfg.dataset.name)
-    board = write_reports(folder)
-    print_leaderboard(board, console, f"kdbench: {cfg.dataset.name}")
-    console.print(f"tables rebuilt in {folder}/")
+    results = Path(str(cfg.results_dir)).expanduser()
+    named = any(o.split("=", 1)[0].lstrip("+~") in ("dataset", "preset") for o in overrides)
+    found = sorted(p.parent for p in results.glob("*/records") if p.is_dir())
+    folders = [results / str(cfg.dataset.name)] if named or not found else found
+    for folder in folders:
+        board = write_reports(folder)
+        print_leaderboard(board, console, f"kdbench: {folder.name}")
+        console.print(f"tables rebuilt in {folder}/")
     return 0
 
 

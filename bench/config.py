@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from kdbench.api import ATTACKS, DEFENSES, DataAccess
+from kdbench.code_fingerprint import code_fingerprint
 from kdbench.data import DatasetConfig
 from kdbench.datasets import DATASETS
 from kdbench.discovery import load_plugins
@@ -110,6 +112,10 @@ class RunPlan:
     recipe_by_model: dict[str, Recipe] = field(default_factory=dict)  # architectures trained otherwise
     workers: int = 1  # cells computed at once, each in its own process (1: in this process)
     paper: str | None = None  # the published table the leaderboard shows beside the measured figures
+    reference_dir: Path | None = None  # committed reference runs to compare with (never written)
+    rerun: bool = False  # recompute the selected cells, retrain their networks
+    started_at: float = 0.0  # time.time() when planned: with rerun, networks older than this retrain
+    command: str = ""  # the command line that asked for this run, kept in every record it writes
 
     def recipe_for(self, arch: str) -> Recipe:
         """How networks of architecture ``arch`` train (as teacher, baseline or attacked student)."""
@@ -147,6 +153,9 @@ class RunPlan:
             **self.network_identity(cell.teacher, cell.seed),
             "defense": {cell.defense: asdict(self.defenses[cell.defense])},
             "attack": {cell.attack: asdict(self.attacks[cell.attack])},
+            # the plugins' package, version and source hash: editing a plugin recomputes its cells
+            "defense_code": code_fingerprint(DEFENSES.get(cell.defense).source),
+            "attack_code": code_fingerprint(ATTACKS.get(cell.attack).source),
             # the architecture, not the name: a "self" cell is the same computation as its twin
             "student": cell.student_arch,
             "student_arch": architecture_fingerprint(cell.student_arch),
@@ -264,6 +273,15 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     results_dir = Path(str(cfg.results_dir)).expanduser()
     dataset_dir = results_dir / dataset.name
     cache_dir = Path(str(cfg.cache_dir)).expanduser() if cfg.cache_dir else dataset_dir / ".cache"
+    reference_dir = Path(str(cfg.reference_dir)).expanduser() if cfg.get("reference_dir") else None
+    if reference_dir is not None and _inside(dataset_dir, reference_dir):
+        raise ConfigError(
+            f"results_dir={results_dir} writes into the committed reference folder reference_dir={reference_dir}, "
+            f"which bench run never writes; set results_dir=<another folder> (default results/runs)"
+        )
+    rerun = cfg.get("rerun", False)
+    if not isinstance(rerun, bool):
+        raise ConfigError(f"rerun must be true or false, got {rerun!r}")
     device = resolve_device(str(cfg.device))
     attacks = _selected(ATTACKS, "attack", cfg.get("attack"))
     _check_attacks(attacks, teachers, dataset)
@@ -285,7 +303,16 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         recipe_by_model=recipe_by_model,
         workers=resolve_workers(cfg.get("workers", 1), device),
         paper=None if paper is None else str(paper),
+        reference_dir=reference_dir,
+        rerun=rerun,
+        started_at=time.time(),
     )
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both resolved, so links and ``..`` count)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
 
 
 # Each worker process holds its own torch and data (about half a GiB on the CPU): ``auto`` stops here.

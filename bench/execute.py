@@ -39,7 +39,7 @@ def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
         progress.log(f"{skipped} of {len(plan.cells)} cells already done for this configuration")
     if not todo:
         return []
-    measured = measured_records(store)
+    measured = measured_records(plan, store)
     if plan.workers > 1 and len({key for _, key in todo if key not in measured}) > 1:
         return run_in_workers(plan, progress, todo, measured)
     return Runner(plan, progress).run(todo, measured)

@@ -126,23 +126,139 @@ def leaderboard_frame(frame: pd.DataFrame) -> pd.DataFrame:
         rows.append(row)
 
     board = pd.DataFrame(rows)
-    board["rank"] = board.groupby("teacher").guaranteed_drop.rank(ascending=False, method="min")
+    board["guaranteed_drop_se"] = board.guaranteed_drop_std / board.seeds.clip(lower=1) ** 0.5
+    board["rank"] = float("nan")
+    for _, group in board.groupby("teacher", sort=False):
+        board.loc[group.index, "rank"] = _ranks(group)
+    board["verdict"] = [_verdict(row) for _, row in board.iterrows()]
     board = board.sort_values(["teacher", "rank", "defense"], kind="stable", na_position="last")
     columns = [
         "teacher",
         "defense",
         "rank",
+        "verdict",
         "seeds",
         "teacher_acc",
         "teacher_acc_std",
         "delta_vs_normal",
         "guaranteed_drop",
         "guaranteed_drop_std",
+        "guaranteed_drop_se",
         "weakest_to",
         "complete",
     ]
     columns += [c for c in board.columns if c not in columns]
     return pd.concat([pd.DataFrame([scratch]), board], ignore_index=True)[columns]
+
+
+# -- what the data support ------------------------------------------------------------------------
+#
+# A defense's guaranteed drop is a mean over seeds; its interval is mean ± SIGNIFICANCE standard
+# errors (std / √seeds). Defense A ranks above B only when A's interval lies wholly above B's;
+# otherwise they share a rank: a defense's rank is 1 + the number of defenses distinguishably
+# better than it. With one seed there is no standard error: the ranking is by the point estimates
+# and says that no significance can be judged. Defenses whose worst case is incomplete (a cell
+# failed, diverged or is missing) come after every complete one, ranked among themselves.
+
+SIGNIFICANCE = 2.0  # standard errors
+ONE_SEED_NOISE = 1.0  # points: with one seed, a drop at most this large is not called a drop
+PROTECTS = "protects"
+NO_PROTECTION = "no protection shown"
+
+
+def _interval(mean: float, se: float) -> tuple[float, float]:
+    if pd.isna(se):
+        return mean, mean
+    return mean - SIGNIFICANCE * se, mean + SIGNIFICANCE * se
+
+
+def _ranks(group: pd.DataFrame) -> list[float]:
+    """Ranks within one teacher: complete defenses first, ties where intervals overlap."""
+    complete = group.complete.astype(bool)
+    ranks = []
+    for _, row in group.iterrows():
+        if pd.isna(row.guaranteed_drop):
+            ranks.append(float("nan"))
+            continue
+        peers = group[(complete == row.complete) & group.guaranteed_drop.notna()]
+        _, high = _interval(row.guaranteed_drop, row.guaranteed_drop_se)
+        better = sum(_interval(p.guaranteed_drop, p.guaranteed_drop_se)[0] > high for _, p in peers.iterrows())
+        offset = 0 if row.complete else int((complete & group.guaranteed_drop.notna()).sum())
+        ranks.append(float(1 + offset + better))
+    return ranks
+
+
+def _significant_drop(mean: float, std: float, seeds: int) -> bool:
+    """A drop beyond noise: its interval above 0 (several seeds), or above ONE_SEED_NOISE (one seed)."""
+    if pd.isna(mean):
+        return False
+    if seeds > 1 and not pd.isna(std):
+        return mean - SIGNIFICANCE * std / seeds**0.5 > 0
+    return mean > ONE_SEED_NOISE
+
+
+def _verdict(row: pd.Series) -> str:
+    if not row.complete:
+        return f"{NO_PROTECTION} (incomplete)"
+    if row.seeds > 1 and _significant_drop(row.guaranteed_drop, row.guaranteed_drop_std, int(row.seeds)):
+        return PROTECTS
+    return NO_PROTECTION
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def ranking_rule(board: pd.DataFrame) -> str:
+    """How the ranks and verdicts were decided, in words, for the reader of this board."""
+    seeds = board[board.defense != SCRATCH_ROW].seeds
+    if seeds.max() <= 1:
+        return (
+            "One seed: no significance can be judged. Ranks follow the point estimates, and no "
+            "defense is said to protect (a verdict needs several seeds)."
+        )
+    return (
+        f"Ranks: two defenses share a rank unless their guaranteed drops' intervals (mean ± "
+        f"{SIGNIFICANCE:g} standard errors over seeds) are disjoint. Verdict: “{PROTECTS}” where the "
+        f"guaranteed drop is positive beyond that interval, otherwise “{NO_PROTECTION}”."
+    )
+
+
+def findings(board: pd.DataFrame) -> list[str]:
+    """One sentence per defense, generated from the data: which attacks it holds against (with the
+    points the student loses) and which recover everything."""
+    ranked = board[board.defense != SCRATCH_ROW]
+    pairs = [c.removesuffix(" drop") for c in board.columns if c.endswith(" drop") and "/" in c]
+    lines = []
+    for label, (_, row) in zip(_labels(ranked), ranked.iterrows(), strict=True):
+        attacks: dict[str, list[tuple[float, bool]]] = {}
+        for pair in pairs:
+            attack, _student = pair.split("/", 1)
+            mean, std = row[f"{pair} drop"], row[f"{pair} drop_std"]
+            if pd.isna(mean):
+                continue
+            attacks.setdefault(attack, []).append((mean, _significant_drop(mean, std, int(row.seeds))))
+        holds, breaks, partly = [], [], []
+        for attack, drops in attacks.items():
+            low, high = min(d for d, _ in drops), max(d for d, _ in drops)
+            span = f"{low:.1f}" if abs(high - low) < 0.05 else f"{low:.1f}–{high:.1f}"
+            if all(sig for _, sig in drops):
+                holds.append(f"{attack} loses {span} points")
+            elif not any(sig for _, sig in drops):
+                breaks.append(attack)
+            else:
+                partly.append(f"{attack} ({span})")
+        parts = []
+        if holds:
+            parts.append("; ".join(holds))
+        if partly:
+            parts.append(f"only some students lose to {_join(partly)}")
+        if breaks:
+            parts.append(f"{_join(breaks)}: no drop beyond noise (the student recovers all of it)")
+        if not parts:
+            continue
+        lines.append(f"{label}: " + "; ".join(parts) + ".")
+    return lines
 
 
 def _owner_cost(cells: pd.DataFrame) -> dict[str, float]:
@@ -185,6 +301,7 @@ def ranking_table(board: pd.DataFrame) -> list[list[str]]:
         OWNER_COST_HEADER,
         *[f"worst case → {s}" for s in students],
         "guaranteed drop",
+        "verdict",
     ]
     lines = [header]
     for label, (_, row) in zip(_labels(ranked), ranked.iterrows(), strict=True):
@@ -195,6 +312,8 @@ def ranking_table(board: pd.DataFrame) -> list[list[str]]:
                 text += f" ({row[f'{s} worst_attack']})"
             worst.append(text + ("" if row[f"{s} complete"] else f" {INCOMPLETE_MARK}"))
         rank = "–" if pd.isna(row["rank"]) else str(int(row["rank"]))
+        if not row["complete"]:
+            rank += f" {INCOMPLETE_MARK}"  # after every complete defense, whatever its figure
         guaranteed = _value(row["guaranteed_drop"], row["guaranteed_drop_std"], signed=True)
         lines.append(
             [
@@ -205,6 +324,7 @@ def ranking_table(board: pd.DataFrame) -> list[list[str]]:
                 _owner_cost_text(row),
                 *worst,
                 guaranteed,
+                str(row["verdict"]),
             ]
         )
     return lines
@@ -239,17 +359,38 @@ def _markdown(table: list[list[str]]) -> list[str]:
     ]
 
 
+def applicable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's fields that act: milestones and gamma only under a multistep schedule, momentum
+    only with SGD."""
+    shown = dict(recipe)
+    if shown.get("schedule") != "multistep":
+        shown.pop("milestones", None)
+        shown.pop("gamma", None)
+    if shown.get("optimizer") != "sgd":
+        shown.pop("momentum", None)
+    return shown
+
+
+HEADER_SKIPS = ("recipe", "recipe_by_model", "command", "commands", "plugins")
+
+
 def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
     out = [f"# kdbench leaderboard: {settings.get('dataset', '?')}", ""]
-    shown = ", ".join(f"{k} {v}" for k, v in settings.items() if k not in ("recipe", "recipe_by_model", "command"))
+    shown = ", ".join(f"{k} {v}" for k, v in settings.items() if k not in HEADER_SKIPS)
     if shown:
         out += [f"Settings: {shown}.", ""]
     if "recipe" in settings:
-        out += [f"Training recipe: `{json.dumps(settings['recipe'], sort_keys=True)}`.", ""]
+        out += [f"Training recipe: `{json.dumps(applicable_recipe(settings['recipe']), sort_keys=True)}`.", ""]
     if "recipe_by_model" in settings:
-        out += [f"Recipes of particular models: `{json.dumps(settings['recipe_by_model'], sort_keys=True)}`.", ""]
-    if "command" in settings:
-        out += [f"Reproduce: `{settings['command']}`", ""]
+        by_model = {arch: applicable_recipe(r) for arch, r in settings["recipe_by_model"].items()}
+        out += [f"Recipes of particular models: `{json.dumps(by_model, sort_keys=True)}`.", ""]
+    if settings.get("plugins"):
+        out += ["Plugins: " + "; ".join(f"{name} ({where})" for name, where in settings["plugins"].items()) + ".", ""]
+    commands = settings.get("commands") or ([settings["command"]] if "command" in settings else [])
+    if len(commands) == 1:
+        out += [f"Reproduce: `{commands[0]}`", ""]
+    elif commands:
+        out += ["Reproduce (the records shown come from these runs):", "", *(f"- `{c}`" for c in commands), ""]
     out += [
         "## Ranking",
         "",
@@ -269,8 +410,12 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
         out += [
             "",
             f"{INCOMPLETE_MARK} some attack cells for this student did not finish (see the matrix): "
-            "the worst case covers only those that did.",
+            "the worst case covers only those that did, so the defense is listed after every complete one.",
         ]
+    out += ["", ranking_rule(board)]
+    said = findings(board)
+    if said:
+        out += ["", "What the data show: " + " ".join(said)]
     out += [
         "",
         "## Full matrix",
@@ -304,6 +449,24 @@ def print_leaderboard(board: pd.DataFrame, console: Console, title: str) -> None
         console.print(rich_table)
 
 
+def provenance(records: list[Record]) -> dict[str, Any]:
+    """What the records shown came from: the distinct commands that wrote them, and each plugin's
+    package, version and source hash (records written before these were kept add nothing)."""
+    commands = sorted({r.extra["command"] for r in records if r.extra.get("command")})
+    plugins: dict[str, set[str]] = {}
+    for r in records:
+        for role, name in (("defense", r.defense), ("attack", r.attack)):
+            code = (r.extra.get("code") or {}).get(role)
+            if code:
+                plugins.setdefault(name, set()).add(f"{code['package']} {code['version']}, source {code['source']}")
+    out: dict[str, Any] = {}
+    if commands:
+        out["commands"] = commands
+    if plugins:
+        out["plugins"] = {name: " / ".join(sorted(v)) for name, v in sorted(plugins.items())}
+    return out
+
+
 def save_settings(folder: Path, settings: dict[str, Any]) -> None:
     """Record the run's settings, which every later rebuild of the leaderboard states."""
     atomic_write_text(folder / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
@@ -323,6 +486,7 @@ def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.Da
         save_settings(folder, settings)
     elif settings_path.exists():
         settings = json.loads(settings_path.read_text())
+    settings = {**(settings or {}), **provenance(records)}
     frame = records_frame(records)
     board = leaderboard_frame(frame)
     if (settings or {}).get("paper"):

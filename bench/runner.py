@@ -11,11 +11,12 @@ architecture named outright) takes over that measurement.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from kdbench.api import ATTACKS, DEFENSES, AttackContext, DataAccess, DefenseContext
-from kdbench.cache import ArtifactCache, config_hash
+from kdbench.cache import ArtifactCache, config_hash, file_digest
 from kdbench.cells import FINAL_STATUSES, cell_title, twin_record
+from kdbench.code_fingerprint import code_fingerprint
 from kdbench.config import Cell, RunPlan
 from kdbench.data import ImageData
 from kdbench.datasets import load_dataset
@@ -29,6 +30,13 @@ from kdbench.threat_model import attacker_inputs
 from kdbench.train import Trainer, TrainingDiverged
 
 
+class BuiltTeacher(NamedTuple):
+    teacher: Teacher
+    accuracy: float  # test top-1 of the served function, percent
+    owner_cost: dict[str, float]
+    weights: dict[str, str]  # checkpoint file name → content digest
+
+
 class Runner:
     def __init__(self, plan: RunPlan, progress: Progress) -> None:
         self.plan = plan
@@ -36,8 +44,8 @@ class Runner:
         self.store = RecordStore(plan.dataset_dir)
         self.cache = ArtifactCache(plan.cache_dir)
         self._data: ImageData | None = None
-        self._teachers: dict[tuple[str, str, int], tuple[Teacher, float, dict[str, float]] | TrainingDiverged] = {}
-        self._baselines: dict[tuple[str, int], float | TrainingDiverged] = {}
+        self._teachers: dict[tuple[str, str, int], BuiltTeacher | TrainingDiverged] = {}
+        self._baselines: dict[tuple[str, int], tuple[float, dict[str, str]] | TrainingDiverged] = {}
 
     @property
     def data(self) -> ImageData:
@@ -70,9 +78,9 @@ class Runner:
 
     # -- the pieces every cell needs, built once per run -------------------------------------
 
-    def teacher(self, arch: str, defense: str, seed: int) -> tuple[Teacher, float, dict[str, float]]:
-        """The ``defense``'s teacher of architecture ``arch`` at ``seed``, its test accuracy and its
-        owner's cost (:func:`kdbench.owner_cost.owner_cost`)."""
+    def teacher(self, arch: str, defense: str, seed: int) -> BuiltTeacher:
+        """The ``defense``'s teacher of architecture ``arch`` at ``seed``, with its test accuracy, its
+        owner's cost (:func:`kdbench.owner_cost.owner_cost`) and the checkpoints it was built from."""
         memo_key = (arch, defense, seed)
         if memo_key not in self._teachers:
             try:
@@ -82,12 +90,14 @@ class Runner:
                     teacher_arch=arch,
                     cache=self.cache,
                     identity=self.plan.network_identity(arch, seed),
+                    fresh_after=self.plan.started_at if self.plan.rerun else None,
                 )
                 built = DEFENSES.get(defense).factory(self.plan.defenses[defense]).build(ctx)
-                self._teachers[memo_key] = (
+                self._teachers[memo_key] = BuiltTeacher(
                     built,
                     ctx.trainer.accuracy(built.serve, self.data),
                     owner_cost(built, self.data),
+                    dict(ctx.weights),
                 )
             except TrainingDiverged as err:
                 self._teachers[memo_key] = err
@@ -96,8 +106,9 @@ class Runner:
             raise result
         return result
 
-    def baseline(self, student: str, seed: int) -> float:
-        """Test accuracy of ``student`` trained from scratch on the true labels (defines the drop)."""
+    def baseline(self, student: str, seed: int) -> tuple[float, dict[str, str]]:
+        """Test accuracy of ``student`` trained from scratch on the true labels (defines the drop),
+        and its checkpoint (file name → content digest)."""
         memo_key = (student, seed)
         if memo_key not in self._baselines:
             trainer = self.trainer(seed, student)
@@ -105,7 +116,7 @@ class Runner:
             model = create_model(student, self.data.num_classes, self.data.input_shape).to(self.plan.device)
             key = config_hash({**self.plan.network_identity(student, seed), "kind": "scratch"})
             try:
-                self.cache.fill(
+                path = self.cache.fill(
                     key,
                     model,
                     arch=student,
@@ -114,9 +125,10 @@ class Runner:
                         model, self.data, generator=generator, description=f"scratch {student}"
                     ),
                     on_wait=self.progress.log,
+                    fresh_after=self.plan.started_at if self.plan.rerun else None,
                 )
                 model.eval()
-                self._baselines[memo_key] = trainer.accuracy(model, self.data)
+                self._baselines[memo_key] = (trainer.accuracy(model, self.data), {path.name: file_digest(path) or ""})
             except TrainingDiverged as err:
                 self._baselines[memo_key] = err
         result = self._baselines[memo_key]
@@ -132,9 +144,18 @@ class Runner:
         status, reason = STATUS_OK, ""
         extra: dict[str, Any] = {}
         try:
-            teacher, fields["teacher_acc"], extra["owner_cost"] = self.teacher(cell.teacher, cell.defense, cell.seed)
-            fields["baseline_acc"] = self.baseline(cell.student_arch, cell.seed)
-            fields["student_acc"], extra["queries"] = self.attack(cell, teacher)
+            built = self.teacher(cell.teacher, cell.defense, cell.seed)
+            fields["teacher_acc"], extra["owner_cost"] = built.accuracy, built.owner_cost
+            fields["baseline_acc"], baseline_weights = self.baseline(cell.student_arch, cell.seed)
+            # the checkpoints this result came from: a record whose files were replaced is stale
+            extra["weights"] = {**built.weights, **baseline_weights}
+            if self.plan.command:
+                extra["command"] = self.plan.command
+            extra["code"] = {
+                "defense": code_fingerprint(DEFENSES.get(cell.defense).source),
+                "attack": code_fingerprint(ATTACKS.get(cell.attack).source),
+            }
+            fields["student_acc"], extra["queries"] = self.attack(cell, built.teacher)
             fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
         except TrainingDiverged as err:
             status, reason = STATUS_DIVERGED, str(err)

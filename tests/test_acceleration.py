@@ -46,6 +46,6 @@ def test_a_trained_teacher_serves_from_nhwc_weights_on_the_cpu(tmp_path):
     for _ in range(2):  # the second runner loads the first one's checkpoint
         cfg = compose_config(["preset=tiny", f"results_dir={tmp_path}", "quiet=true"])
         runner = Runner(plan_from_config(cfg), Progress(quiet=True))
-        teacher, _, _ = runner.teacher("digits_cnn", "nasty", 0)
+        teacher = runner.teacher("digits_cnn", "nasty", 0).teacher
         convs = [m for m in teacher.model.modules() if isinstance(m, torch.nn.Conv2d)]
         assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)

@@ -52,7 +52,7 @@ def test_run_all_fills_the_matrix_and_writes_the_tables(tmp_path, tiny, capsys):
     markdown = (folder / "leaderboard.md").read_text()
     assert (
         "| rank | defense | teacher acc | Δ vs normal | owner cost: ECE % · KL · TV % | worst case → mlp "
-        "| guaranteed drop |" in markdown
+        "| guaranteed drop | verdict |" in markdown
     )
     assert "| defense | teacher acc | kd → mlp |" in markdown
     assert "Settings: dataset synthetic, preset tiny, teacher digits_cnn, seeds 1" in markdown
@@ -112,6 +112,15 @@ def test_seeds_run_every_cell_per_seed_and_the_board_shows_mean_and_std(tmp_path
     board = pd.read_csv(tmp_path / "synthetic" / "leaderboard.csv")
     assert board.seeds.tolist() == [2, 2]
     assert " ± " in (tmp_path / "synthetic" / "leaderboard.md").read_text()
+
+
+def test_report_finds_the_datasets_under_the_results_folder_by_itself(tmp_path, tiny, capsys):
+    assert run_bench("run", "all", *tiny) == 0
+    (tmp_path / "synthetic" / "leaderboard.md").unlink()
+    capsys.readouterr()
+    assert run_bench("report", f"results_dir={tmp_path}") == 0  # no preset=tiny repeated
+    assert (tmp_path / "synthetic" / "leaderboard.md").exists()
+    assert f"tables rebuilt in {tmp_path / 'synthetic'}/" in capsys.readouterr().out
 
 
 def test_report_on_an_empty_folder_says_what_to_run(tmp_path, capsys):

@@ -6,7 +6,10 @@ The expected figures were computed by hand from the records below (baselines 90 
 - normal: kd 92.00 ± 1.41, drop −1.00 ± 0.00; bb 88.00 ± 0.00, drop +3.00 ± 1.41; dafl failed twice;
 - nasty: kd 82.00 ± 2.83, drop +9.00 ± 1.41; bb one seed 85.00, drop +5.00, the other diverged;
 - worst case (smallest drop): normal −1.00 (kd), nasty +5.00 (bb), so nasty ranks first; both
-  worst cases are marked incomplete (a failed or diverged cell was left out).
+  worst cases are marked incomplete (a failed or diverged cell was left out), so both ranks carry
+  † and neither verdict can say "protects";
+- findings: nasty kd drop 9 ± 1.41 over 2 seeds, interval 9 ± 2·1.0 = [7, 11] > 0: a drop; normal
+  bb 3 ± 1.41 → [1, 5]: a drop; normal kd −1 ± 0: none.
 """
 
 from pathlib import Path

@@ -1,0 +1,151 @@
+"""No stale cell, ever: a cell is recomputed when its plugin's code or a checkpoint it was computed
+from changes, and ``rerun=true`` recomputes the selected cells and retrains their networks."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from kdbench.api import ATTACKS
+from kdbench.cells import pending_cells
+from kdbench.code_fingerprint import code_fingerprint, source_files
+from kdbench.config import compose_config, plan_from_config
+from kdbench.execute import run_matrix
+from kdbench.progress import Progress
+from kdbench.records import RecordStore
+
+PLUGIN = '''
+from dataclasses import dataclass
+
+from kdbench.api import register_attack
+from kdbench.attacks.kd import KDConfig, KnowledgeDistillation
+
+
+@dataclass
+class EchoConfig(KDConfig):
+    pass
+
+
+@register_attack("echo_probe", config=EchoConfig)
+class Echo(KnowledgeDistillation):
+    """KD under another name, to be edited by the test."""
+    SCALE = 1.0
+'''
+
+
+@pytest.fixture
+def probe_plugin(tmp_path, monkeypatch):
+    """An attack plugin in its own module file, registered for this test only."""
+    folder = tmp_path / "plugin_src"
+    folder.mkdir()
+    (folder / "echo_probe_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(folder))
+    importlib.invalidate_caches()
+    importlib.import_module("echo_probe_plugin")
+    yield folder / "echo_probe_plugin.py"
+    ATTACKS.unregister("echo_probe")
+    sys.modules.pop("echo_probe_plugin", None)
+
+
+def tiny_plan(tmp_path, *overrides: str):
+    cfg = compose_config(["preset=tiny", f"results_dir={tmp_path / 'results'}", "quiet=true", *overrides])
+    return plan_from_config(cfg)
+
+
+def test_the_source_hash_covers_the_plugin_module_and_the_package_modules_it_imports():
+    files = {p.name for p in source_files("kdbench.attacks.deepinversion")}
+    assert {"deepinversion.py", "student_recipe.py"} <= files
+    assert "train.py" not in files  # the engine is not the plugin's code
+    assert {p.name for p in source_files("kdbench.defenses.topk")} >= {"topk.py", "perturbation.py", "normal.py"}
+    fingerprint = code_fingerprint("kdbench.attacks.kd")
+    assert fingerprint["package"] == "kdbench" and len(fingerprint["source"]) == 12
+
+
+def test_editing_a_plugin_recomputes_exactly_its_cells(tmp_path, probe_plugin):
+    plan = tiny_plan(tmp_path, "attack=[kd,echo_probe]")
+    assert run_matrix(plan, Progress(quiet=True))  # 4 cells: normal, nasty × kd, echo_probe
+    assert pending_cells(plan, RecordStore(plan.dataset_dir)) == []
+
+    probe_plugin.write_text(PLUGIN.replace("SCALE = 1.0", "SCALE = 0.0"))  # the plugin's code changed
+    plan = tiny_plan(tmp_path, "attack=[kd,echo_probe]")
+    stale = sorted(cell.name for cell, _ in pending_cells(plan, RecordStore(plan.dataset_dir)))
+    assert stale == ["digits_cnn__nasty__echo_probe__mlp__seed0", "digits_cnn__normal__echo_probe__mlp__seed0"]
+
+
+def test_editing_a_defense_retrains_its_network(tmp_path, monkeypatch):
+    """The key of a cached teacher holds the fingerprint of the module that trains it."""
+    from kdbench import api, config, runner
+
+    plan = tiny_plan(tmp_path, "defense=nasty")
+    run_matrix(plan, Progress(quiet=True))
+    before = {p.name for p in plan.cache_dir.glob("*.pt")}
+    real = api.code_fingerprint
+
+    def edited(module: str):
+        out = dict(real(module))
+        if module == "kdbench.defenses.nasty":
+            out["source"] = "edited"
+        return out
+
+    for module in (api, config, runner):  # what an edit of defenses/nasty.py changes everywhere
+        monkeypatch.setattr(module, "code_fingerprint", edited)
+    run_matrix(replace(tiny_plan(tmp_path, "defense=nasty"), rerun=False), Progress(quiet=True))
+    new = {p.name for p in plan.cache_dir.glob("*.pt")} - before
+    assert len(new) == 1  # the nasty teacher, retrained; the normal adversary and the baseline reused
+
+
+def test_a_replaced_checkpoint_recomputes_the_cells_computed_from_it(tmp_path):
+    plan = tiny_plan(tmp_path, "attack=kd")
+    records = run_matrix(plan, Progress(quiet=True))
+    store = RecordStore(plan.dataset_dir)
+    nasty = next(r for r in records if r.defense == "nasty")
+    teacher_files = [name for name in nasty.extra["weights"] if name in store.get(nasty.cell).extra["weights"]]
+    assert len(nasty.extra["weights"]) == 3  # normal adversary, nasty teacher, mlp baseline
+    normal = next(r for r in records if r.defense == "normal")
+    only_nasty = sorted(set(nasty.extra["weights"]) - set(normal.extra["weights"]))
+    assert len(only_nasty) == 1 and only_nasty[0] in teacher_files
+
+    path = plan.cache_dir / only_nasty[0]
+    payload = torch.load(path, weights_only=True)
+    first = next(iter(payload["state_dict"]))
+    payload["state_dict"][first] = payload["state_dict"][first] + 1.0  # another network, same architecture
+    torch.save(payload, path)
+    stale = [cell.name for cell, _ in pending_cells(plan, store)]
+    assert stale == [nasty.cell]
+
+
+def test_rerun_recomputes_the_selected_cells_and_retrains_their_networks(tmp_path):
+    plan = tiny_plan(tmp_path, "attack=kd")
+    run_matrix(plan, Progress(quiet=True))
+    stamps = {p.name: p.stat().st_mtime_ns for p in plan.cache_dir.glob("*.pt")}
+    records_before = {r.cell: r for r in RecordStore(plan.dataset_dir).all()}
+
+    rerun = tiny_plan(tmp_path, "attack=kd", "defense=nasty", "rerun=true")
+    done = run_matrix(rerun, Progress(quiet=True))
+    assert [r.cell for r in done] == ["digits_cnn__nasty__kd__mlp__seed0"]  # the normal cell is not selected
+    after = {p.name: p.stat().st_mtime_ns for p in plan.cache_dir.glob("*.pt")}
+    assert set(after) == set(stamps)
+    assert all(after[name] > stamps[name] for name in done[0].extra["weights"])  # each retrained
+    assert sum(after[n] > stamps[n] for n in stamps) == 3  # nasty, its normal adversary, the baseline
+    store = RecordStore(plan.dataset_dir)
+    normal_cell = "digits_cnn__normal__kd__mlp__seed0"
+    assert store.get(normal_cell) == records_before[normal_cell]
+    # same seed, same code: the retrained networks and the recomputed cell are the same as before
+    assert store.get(done[0].cell).student_acc == records_before[done[0].cell].student_acc
+
+
+def test_rerun_must_be_a_boolean(tmp_path):
+    from kdbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="rerun must be true or false"):
+        tiny_plan(tmp_path, "rerun=maybe")
+
+
+def test_a_run_never_writes_into_the_reference_folder(tmp_path):
+    from kdbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="committed reference folder"):
+        plan_from_config(compose_config(["preset=tiny", f"reference_dir={tmp_path}", f"results_dir={tmp_path}"]))
