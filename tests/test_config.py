@@ -41,7 +41,7 @@ def test_a_dataset_tunes_a_plugin_without_selecting_it():
     assert list(p.defenses) == ["normal"]
     p = plan("dataset=cifar100", "device=cpu")
     assert (p.defenses["nasty"].tau, p.defenses["nasty"].omega) == (20.0, 0.005)
-    assert p.defenses["topk"].k == 10
+    assert p.defenses["topk"].kept(100) == 10
     assert p.recipe.milestones == [60, 120, 160] and p.recipe.gamma == 0.2
 
 
@@ -104,3 +104,22 @@ def test_editing_an_architecture_changes_every_key_that_uses_it():
     finally:
         MODELS.unregister("probe_mlp")
         architecture_fingerprint.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "dataset,classes,k",
+    [("digits", 10, 2), ("cifar10", 10, 2), ("cifar100", 100, 10), ("tinyimagenet", 200, 20)],
+)
+def test_the_stingy_teacher_keeps_the_reference_share_of_each_datasets_classes(dataset, classes, k):
+    # HowieMa/stingy-teacher: int(sparse_ratio · classes), sparse_ratio 0.2 on CIFAR-10, 0.1 on
+    # CIFAR-100 and Tiny-ImageNet; digits has CIFAR-10's 10 classes and its ratio
+    topk = plan(f"dataset={dataset}", "device=cpu").defenses["topk"]
+    assert topk.k is None and topk.kept(classes) == k
+    assert plan(f"dataset={dataset}", "device=cpu", "defense.topk.k=3").defenses["topk"].kept(classes) == 3
+
+
+def test_the_stingy_teachers_share_is_floored_at_one_class():
+    from kdbench.defenses.topk import TopKConfig
+
+    assert TopKConfig().kept(4) == 1  # ⌊0.1 · 4⌋ = 0 → 1
+    assert TopKConfig().kept(10) == 1 and TopKConfig(ratio=0.2).kept(10) == 2
