@@ -7,8 +7,8 @@ under total-variation and l2 priors, with random jitter at every step (flips opt
 CIFAR-10 code only jitters). The optional adaptive term (Adaptive DeepInversion) rewards inputs on
 which the current student disagrees with the teacher, computed as the official CIFAR-10 code does
 (NVlabs/DeepInversion, ``cifar10/deepinversion_cifar10.py``, weight ``competitive_scale`` 0.01): see
-:func:`reference_competition_loss`; the textbook 1 − JS is ``competition=js``. The student then distils from the teacher on the
-pool: τ²·KL(σ_τ(teacher) ‖ σ_τ(student)).
+:func:`reference_competition_loss`; the textbook 1 − JS is ``competition=js``. The student then
+distils from the teacher on the pool: τ²·KL(σ_τ(teacher) ‖ σ_τ(student)).
 
 Without the adaptive term the pool does not depend on the student, so it is synthesised once per
 teacher in a run and reused by every student.
@@ -79,7 +79,8 @@ class DeepInversionConfig:
                 raise ConfigError(f"attack.deepinversion.{name} must be >= 0, got {getattr(self, name)}")
         if self.competition not in COMPETITION_FORMS:
             raise ConfigError(
-                f"attack.deepinversion.competition must be one of {', '.join(COMPETITION_FORMS)}, got {self.competition!r}"
+                f"attack.deepinversion.competition must be one of {', '.join(COMPETITION_FORMS)}, "
+                f"got {self.competition!r}"
             )
         check_recipe_overrides(self.student_recipe, "attack.deepinversion.student_recipe")
 

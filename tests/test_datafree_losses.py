@@ -12,9 +12,9 @@ from kdbench.attacks.deepinversion import (
     batch_statistics,
     batchnorm_statistics,
     competition_loss,
-    reference_competition_loss,
     feature_distribution_loss,
     jitter_and_flip,
+    reference_competition_loss,
     total_variation,
 )
 
