@@ -99,7 +99,7 @@ def test_skeptical_loss_with_the_teacher_on_the_self_distilled_head():
 def test_skeptical_delay_follows_the_reference_test_epoch_greater_than_kd_delay():
     assert SkepticalConfig().delay(40) == 10 and SkepticalConfig().delay(2) == 0
     assert SkepticalConfig(kd_delay=3).delay(40) == 3
-    with pytest.raises(ConfigError, match="attack.skeptical.loc must be"):
+    with pytest.raises(ConfigError, match=r"attack\.skeptical\.loc must be"):
         SkepticalConfig(loc=0)
 
 
@@ -135,7 +135,7 @@ def test_an_mlp_gets_one_head_on_the_features_its_own_head_reads():
     model = create_model("mlp", 10, (1, 8, 8))
     network = SelfDistillingModel(model, (1, 8, 8), 10)
     x = torch.randn(5, 1, 8, 8)
-    final, aux = network(x)
+    _, aux = network(x)
     head = network.aux_heads[0]
     features = model.forward_features(x)
     assert torch.allclose(aux, head.fc(torch.sigmoid(head.attention(features)) * features), atol=1e-6)
