@@ -110,6 +110,11 @@ class RunPlan:
     recipe_by_model: dict[str, Recipe] = field(default_factory=dict)  # architectures trained otherwise
     workers: int = 1  # cells computed at once, each in its own process (1: in this process)
     paper: str | None = None  # the published table the leaderboard shows beside the measured figures
+    attack_bases: dict[str, str] = field(default_factory=dict)  # variant column → the plugin it runs
+
+    def attack_plugin(self, name: str) -> str:
+        """The registered attack that column ``name`` runs (itself, or a variant's base)."""
+        return self.attack_bases.get(name, name)
 
     def recipe_for(self, arch: str) -> Recipe:
         """How networks of architecture ``arch`` train (as teacher, baseline or attacked student)."""
@@ -146,12 +151,45 @@ class RunPlan:
         return {
             **self.network_identity(cell.teacher, cell.seed),
             "defense": {cell.defense: asdict(self.defenses[cell.defense])},
-            "attack": {cell.attack: asdict(self.attacks[cell.attack])},
+            "attack": {cell.attack: self._attack_identity(cell.attack)},
             # the architecture, not the name: a "self" cell is the same computation as its twin
             "student": cell.student_arch,
             "student_arch": architecture_fingerprint(cell.student_arch),
             "student_recipe": asdict(self.recipe_for(cell.student_arch)),
         }
+
+    def _attack_identity(self, name: str) -> dict[str, Any]:
+        options = asdict(self.attacks[name])
+        return {"base": self.attack_bases[name], **options} if name in self.attack_bases else options
+
+
+VARIANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _variants(attacks: dict[str, Any], node: DictConfig | None) -> dict[str, str]:
+    """``attack_variants.<name>: {base: <attack>, <option>: <value>, ...}``: a named column that runs
+    ``base`` with the base's options (as the dataset, preset and command line set them) changed by
+    the variant's. A variant joins the matrix whenever its base attack is selected; it is added to
+    ``attacks`` (validated like any attack) and its base returned by name."""
+    bases: dict[str, str] = {}
+    for name, spec in (node or {}).items():
+        name, where = str(name), f"attack_variants.{name}"
+        if not VARIANT_NAME.match(name):
+            raise ConfigError(f"{where}: a variant name is letters, digits and _, starting with a letter")
+        if name in ATTACKS:
+            raise ConfigError(f"{where}: {name!r} is already a registered attack; give the variant another name")
+        if not isinstance(spec, DictConfig) or "base" not in spec:
+            raise ConfigError(f"{where} must set base: <attack> and the options it changes, e.g. {{base: kd, tau: 20}}")
+        values = OmegaConf.to_container(spec, resolve=True)
+        base = str(values.pop("base"))
+        entry = ATTACKS.get(base)
+        if entry.config is None:
+            raise ConfigError(f"{where}: attack {base!r} takes no options, so a variant of it would be the same attack")
+        if base not in attacks:
+            continue
+        attacks[name] = _as_dataclass(entry.config, {**asdict(attacks[base]), **values}, where)
+        bases[name] = base
+    return bases
 
 
 def _as_dataclass(cls: type, node: Any, where: str) -> Any:
@@ -188,12 +226,12 @@ def _selected(registry: Registry, group: str, node: DictConfig | None) -> dict[s
     return chosen
 
 
-def _check_attacks(attacks: dict[str, Any], teachers: list[str], dataset: DatasetConfig) -> None:
+def _check_attacks(attacks: dict[str, Any], teachers: list[str], dataset: DatasetConfig, bases: dict[str, str]) -> None:
     """Build each chosen attack once with its options and refuse, before anything trains, one that
     cannot work here: on a chosen teacher (DeepInversion needs BatchNorm), or on a held-out split
     the dataset does not set aside."""
     for name, options in attacks.items():
-        attack = build(ATTACKS.get(name), options)
+        attack = build(ATTACKS.get(bases.get(name, name)), options)
         if attack.data_access is DataAccess.HELDOUT_INPUTS and not dataset.heldout_fraction > 0:
             raise ConfigError(
                 f"attack {name!r} queries a held-out split, but dataset {dataset.name!r} sets none aside: "
@@ -266,7 +304,8 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     cache_dir = Path(str(cfg.cache_dir)).expanduser() if cfg.cache_dir else dataset_dir / ".cache"
     device = resolve_device(str(cfg.device))
     attacks = _selected(ATTACKS, "attack", cfg.get("attack"))
-    _check_attacks(attacks, teachers, dataset)
+    attack_bases = _variants(attacks, cfg.get("attack_variants"))
+    _check_attacks(attacks, teachers, dataset, attack_bases)
     return RunPlan(
         dataset=dataset,
         teachers=teachers,
@@ -285,6 +324,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         recipe_by_model=recipe_by_model,
         workers=resolve_workers(cfg.get("workers", 1), device),
         paper=None if paper is None else str(paper),
+        attack_bases=attack_bases,
     )
 
 

@@ -161,7 +161,7 @@ class Runner:
         trainer = self.trainer(cell.seed, cell.student_arch)
         generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")
         student = create_model(cell.student_arch, self.data.num_classes, self.data.input_shape).to(self.plan.device)
-        attack = ATTACKS.get(cell.attack).factory(self.plan.attacks[cell.attack])
+        attack = ATTACKS.get(self.plan.attack_plugin(cell.attack)).factory(self.plan.attacks[cell.attack])
         view: Teacher | TeacherAPI = (
             teacher
             if attack.access is Access.WHITE_BOX
