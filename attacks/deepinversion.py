@@ -30,7 +30,7 @@ from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, regi
 from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
 from kdbench.data import index_batches, random_crop_flip
 from kdbench.errors import ConfigError
-from kdbench.losses import soft_kl
+from kdbench.losses import finite_logits, soft_kl
 from kdbench.teacher_answers import ask_in_chunks
 from kdbench.train import TrainingDiverged, derive_seed
 from torch import Tensor, nn
@@ -227,7 +227,7 @@ def inversion_step(
 ) -> dict[str, Tensor]:
     """One Adam step on the inputs ``x`` (hooked on the teacher's BatchNorm layers); its loss terms."""
     seen = jitter_and_flip(x, cfg.jitter, cfg.flip, stream)
-    logits = teacher.serve(seen)
+    logits = finite_logits(teacher.serve(seen))  # a Stingy Teacher's −∞ would make the CE infinite
     terms = {
         "ce": F.cross_entropy(logits, targets),
         "bn": cfg.w_bn * sum(hook.loss for hook in hooks),
@@ -345,7 +345,7 @@ class DeepInversion(Attack):
     ) -> None:
         cfg = self.cfg
         recipe = student_recipe(ctx.trainer.recipe, epochs=epochs, overrides=cfg.student_recipe)
-        pool_logits = ask_in_chunks(teacher.serve, pool)
+        pool_logits = finite_logits(ask_in_chunks(teacher.serve, pool))
 
         def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
             for idx in index_batches(
@@ -356,7 +356,7 @@ class DeepInversion(Attack):
                     continue
                 x = random_crop_flip(pool[idx], padding=4, generator=ctx.generator)
                 with torch.no_grad():
-                    logits = teacher.serve(x)
+                    logits = finite_logits(teacher.serve(x))
                 yield x, logits  # outside no_grad: the student's step needs gradients
 
         def objective(x: Tensor, teacher_logits: Tensor) -> dict[str, Tensor]:
