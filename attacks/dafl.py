@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, register_attack
 from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
 from kdbench.errors import ConfigError
-from kdbench.losses import soft_kl
+from kdbench.losses import finite_logits, soft_kl
 from kdbench.train import TrainingDiverged
 from torch import Tensor, nn
 
@@ -136,7 +136,7 @@ def teacher_logits_and_features(teacher: Teacher, x: Tensor) -> tuple[Tensor, Te
     """The served logits and the penultimate features, from one pass where the served function is
     the network's own; a perturbing defense's served logits are what a white-box attacker sees."""
     features = teacher.model.forward_features(x)
-    return teacher.serve_from_logits(teacher.model.head(features), x), features
+    return finite_logits(teacher.serve_from_logits(teacher.model.head(features), x)), features
 
 
 def generator_step(

@@ -3,10 +3,12 @@
 Batches of inputs are optimised from Gaussian noise (in the normalised input space the teacher
 reads) so that the white-box teacher classifies them as chosen target classes, while the batch
 statistics entering every BatchNorm layer of the teacher match that layer's running statistics,
-under total-variation and l2 priors, with random jitter (and flips) at every step. The optional
-adaptive term (Adaptive DeepInversion) adds 1 − JS(teacher ‖ student), rewarding inputs on which
-the current student disagrees with the teacher. The student then distils from the teacher on the
-pool: τ²·KL(σ_τ(teacher) ‖ σ_τ(student)).
+under total-variation and l2 priors, with random jitter at every step (flips optional: the official
+CIFAR-10 code only jitters). The optional adaptive term (Adaptive DeepInversion) rewards inputs on
+which the current student disagrees with the teacher, computed as the official CIFAR-10 code does
+(NVlabs/DeepInversion, ``cifar10/deepinversion_cifar10.py``, weight ``competitive_scale`` 0.01): see
+:func:`reference_competition_loss`; the textbook 1 − JS is ``competition=js``. The student then
+distils from the teacher on the pool: τ²·KL(σ_τ(teacher) ‖ σ_τ(student)).
 
 Without the adaptive term the pool does not depend on the student, so it is synthesised once per
 teacher in a run and reused by every student.
@@ -28,7 +30,7 @@ from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, regi
 from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
 from kdbench.data import index_batches, random_crop_flip
 from kdbench.errors import ConfigError
-from kdbench.losses import soft_kl
+from kdbench.losses import finite_logits, soft_kl
 from kdbench.teacher_answers import ask_in_chunks
 from kdbench.train import TrainingDiverged, derive_seed
 from torch import Tensor, nn
@@ -52,9 +54,10 @@ class DeepInversionConfig:
     w_tv: float = 2.5e-5  # total-variation prior (official code: 2.5e-5; "better images": 1e-3)
     w_l2: float = 0.0  # l2 prior (official CIFAR-10 code: 0)
     jitter: int = 2  # random shift of up to ± this many pixels at every step (paper: 2)
-    flip: bool = True  # random horizontal flip at every step (the ImageNet code; the CIFAR-10 code only jitters)
+    flip: bool = False  # random horizontal flip at every step (the ImageNet code; the CIFAR-10 code only jitters)
     adaptive: bool = False  # Adaptive DeepInversion: compete with the current student
-    w_compete: float = 0.2  # weight of 1 − JS(teacher, student) when adaptive
+    w_compete: float = 0.01  # weight of the competition term when adaptive (the CIFAR-10 code's competitive_scale)
+    competition: str = "reference"  # reference: the official CIFAR-10 code's clamped form; js: textbook 1 − JS
     round_epochs: int = 1  # adaptive only: KD epochs on the pool so far after each synthesised batch
     kd_epochs: int = 40  # KD epochs on the finished pool
     tau: float = 3.0  # KD temperature on the pool (the official code compares teacher and student at τ = 3)
@@ -74,6 +77,11 @@ class DeepInversionConfig:
         for name in ("w_bn", "w_tv", "w_l2", "w_compete"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"attack.deepinversion.{name} must be >= 0, got {getattr(self, name)}")
+        if self.competition not in COMPETITION_FORMS:
+            raise ConfigError(
+                f"attack.deepinversion.competition must be one of {', '.join(COMPETITION_FORMS)}, "
+                f"got {self.competition!r}"
+            )
         check_recipe_overrides(self.student_recipe, "attack.deepinversion.student_recipe")
 
     def synthesis_options(self) -> dict[str, Any]:
@@ -107,8 +115,28 @@ def total_variation(x: Tensor) -> Tensor:
     )
 
 
+def reference_competition_loss(teacher_logits: Tensor, student_logits: Tensor, tau: float = COMPETITION_TAU) -> Tensor:
+    """The adaptive term exactly as the official CIFAR-10 code computes it (its ``loss_verifier_cig``).
+
+    P = σ_τ(student), Q = σ_τ(teacher), M = (P + Q)/2, then P, Q and M each clamped to [0.01, 0.99]
+    (M after it is formed, none renormalised); ``kl_loss(log P, M)`` with PyTorch's
+    ``KLDivLoss(reduction="batchmean")`` is KL(M ‖ P) = Σ M·(log M − log P) / batch, so
+
+        term = 1 − clamp(½·KL(M ‖ P) + ½·KL(M ‖ Q), 0, 1).
+
+    Finite whatever the logits (every logarithm is of a value ≥ 0.01): −∞ served logits included.
+    """
+    p = torch.clamp(F.softmax(student_logits / tau, dim=1), 0.01, 0.99)
+    q = torch.clamp(F.softmax(teacher_logits / tau, dim=1), 0.01, 0.99)
+    m = torch.clamp(0.5 * (F.softmax(student_logits / tau, dim=1) + F.softmax(teacher_logits / tau, dim=1)), 0.01, 0.99)
+    divergence = 0.5 * F.kl_div(torch.log(p), m, reduction="batchmean") + 0.5 * F.kl_div(
+        torch.log(q), m, reduction="batchmean"
+    )
+    return 1.0 - torch.clamp(divergence, 0.0, 1.0)
+
+
 def competition_loss(teacher_logits: Tensor, student_logits: Tensor, tau: float = COMPETITION_TAU) -> Tensor:
-    """1 − JS(p_T ‖ p_S) at temperature τ (Adaptive DeepInversion): low where the two disagree.
+    """The textbook form (``competition=js``): 1 − JS(p_T ‖ p_S) at temperature τ, unclamped.
 
     JS = ½·KL(p_T ‖ m) + ½·KL(p_S ‖ m), m = (p_T + p_S)/2, natural log, averaged over the batch.
     """
@@ -124,6 +152,9 @@ def competition_loss(teacher_logits: Tensor, student_logits: Tensor, tau: float 
 
     js = 0.5 * kl_to_mixture(log_teacher) + 0.5 * kl_to_mixture(log_student)
     return 1.0 - js
+
+
+COMPETITION_FORMS = {"reference": reference_competition_loss, "js": competition_loss}
 
 
 # -- BatchNorm statistics through forward hooks ---------------------------------------------------
@@ -196,7 +227,7 @@ def inversion_step(
 ) -> dict[str, Tensor]:
     """One Adam step on the inputs ``x`` (hooked on the teacher's BatchNorm layers); its loss terms."""
     seen = jitter_and_flip(x, cfg.jitter, cfg.flip, stream)
-    logits = teacher.serve(seen)
+    logits = finite_logits(teacher.serve(seen))  # a Stingy Teacher's −∞ would make the CE infinite
     terms = {
         "ce": F.cross_entropy(logits, targets),
         "bn": cfg.w_bn * sum(hook.loss for hook in hooks),
@@ -204,7 +235,8 @@ def inversion_step(
         "l2": cfg.w_l2 * torch.linalg.vector_norm(seen),
     }
     if student is not None:
-        terms["compete"] = cfg.w_compete * competition_loss(logits, student(seen))
+        compete = COMPETITION_FORMS[cfg.competition]
+        terms["compete"] = cfg.w_compete * compete(logits, student(seen))
     optimizer.zero_grad(set_to_none=True)
     sum(terms.values()).backward()
     optimizer.step()
@@ -313,7 +345,7 @@ class DeepInversion(Attack):
     ) -> None:
         cfg = self.cfg
         recipe = student_recipe(ctx.trainer.recipe, epochs=epochs, overrides=cfg.student_recipe)
-        pool_logits = ask_in_chunks(teacher.serve, pool)
+        pool_logits = finite_logits(ask_in_chunks(teacher.serve, pool))
 
         def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
             for idx in index_batches(
@@ -324,7 +356,7 @@ class DeepInversion(Attack):
                     continue
                 x = random_crop_flip(pool[idx], padding=4, generator=ctx.generator)
                 with torch.no_grad():
-                    logits = teacher.serve(x)
+                    logits = finite_logits(teacher.serve(x))
                 yield x, logits  # outside no_grad: the student's step needs gradients
 
         def objective(x: Tensor, teacher_logits: Tensor) -> dict[str, Tensor]:

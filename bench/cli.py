@@ -129,6 +129,18 @@ def _list(console: Console) -> int:
                 threat = [f"{attack.access.value}, data: {attack.data_access.value}"]
             table.add_row(entry.name, options or "–", *threat, entry.source)
         console.print(table)
+    from kdbench.config import compose_config
+
+    variants = compose_config([]).get("attack_variants") or {}
+    table = Table(
+        title="attack variants (default config; `attack_variants.<name>={base: <attack>, ...}`)", title_justify="left"
+    )
+    for column in ("name", "base", "options it changes"):
+        table.add_column(column)
+    for name, spec in variants.items():
+        options = {k: v for k, v in spec.items() if k != "base"}
+        table.add_row(str(name), str(spec.get("base")), ", ".join(f"{k}={v!r}" for k, v in options.items()) or "–")
+    console.print(table)
     return 0
 
 

@@ -116,6 +116,11 @@ class RunPlan:
     rerun: bool = False  # recompute the selected cells, retrain their networks
     started_at: float = 0.0  # time.time() when planned: with rerun, networks older than this retrain
     command: str = ""  # the command line that asked for this run, kept in every record it writes
+    attack_bases: dict[str, str] = field(default_factory=dict)  # variant column → the plugin it runs
+
+    def attack_plugin(self, name: str) -> str:
+        """The registered attack that column ``name`` runs (itself, or a variant's base)."""
+        return self.attack_bases.get(name, name)
 
     def recipe_for(self, arch: str) -> Recipe:
         """How networks of architecture ``arch`` train (as teacher, baseline or attacked student)."""
@@ -152,15 +157,48 @@ class RunPlan:
         return {
             **self.network_identity(cell.teacher, cell.seed),
             "defense": {cell.defense: asdict(self.defenses[cell.defense])},
-            "attack": {cell.attack: asdict(self.attacks[cell.attack])},
+            "attack": {cell.attack: self._attack_identity(cell.attack)},
             # the plugins' package, version and source hash: editing a plugin recomputes its cells
             "defense_code": code_fingerprint(DEFENSES.get(cell.defense).source),
-            "attack_code": code_fingerprint(ATTACKS.get(cell.attack).source),
+            "attack_code": code_fingerprint(ATTACKS.get(self.attack_plugin(cell.attack)).source),
             # the architecture, not the name: a "self" cell is the same computation as its twin
             "student": cell.student_arch,
             "student_arch": architecture_fingerprint(cell.student_arch),
             "student_recipe": asdict(self.recipe_for(cell.student_arch)),
         }
+
+    def _attack_identity(self, name: str) -> dict[str, Any]:
+        options = asdict(self.attacks[name])
+        return {"base": self.attack_bases[name], **options} if name in self.attack_bases else options
+
+
+VARIANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _variants(attacks: dict[str, Any], node: DictConfig | None) -> dict[str, str]:
+    """``attack_variants.<name>: {base: <attack>, <option>: <value>, ...}``: a named column that runs
+    ``base`` with the base's options (as the dataset, preset and command line set them) changed by
+    the variant's. A variant joins the matrix whenever its base attack is selected; it is added to
+    ``attacks`` (validated like any attack) and its base returned by name."""
+    bases: dict[str, str] = {}
+    for name, spec in (node or {}).items():
+        name, where = str(name), f"attack_variants.{name}"
+        if not VARIANT_NAME.match(name):
+            raise ConfigError(f"{where}: a variant name is letters, digits and _, starting with a letter")
+        if name in ATTACKS:
+            raise ConfigError(f"{where}: {name!r} is already a registered attack; give the variant another name")
+        if not isinstance(spec, DictConfig) or "base" not in spec:
+            raise ConfigError(f"{where} must set base: <attack> and the options it changes, e.g. {{base: kd, tau: 20}}")
+        values = OmegaConf.to_container(spec, resolve=True)
+        base = str(values.pop("base"))
+        entry = ATTACKS.get(base)
+        if entry.config is None:
+            raise ConfigError(f"{where}: attack {base!r} takes no options, so a variant of it would be the same attack")
+        if base not in attacks:
+            continue
+        attacks[name] = _as_dataclass(entry.config, {**asdict(attacks[base]), **values}, where)
+        bases[name] = base
+    return bases
 
 
 def _as_dataclass(cls: type, node: Any, where: str) -> Any:
@@ -197,12 +235,12 @@ def _selected(registry: Registry, group: str, node: DictConfig | None) -> dict[s
     return chosen
 
 
-def _check_attacks(attacks: dict[str, Any], teachers: list[str], dataset: DatasetConfig) -> None:
+def _check_attacks(attacks: dict[str, Any], teachers: list[str], dataset: DatasetConfig, bases: dict[str, str]) -> None:
     """Build each chosen attack once with its options and refuse, before anything trains, one that
     cannot work here: on a chosen teacher (DeepInversion needs BatchNorm), or on a held-out split
     the dataset does not set aside."""
     for name, options in attacks.items():
-        attack = build(ATTACKS.get(name), options)
+        attack = build(ATTACKS.get(bases.get(name, name)), options)
         if attack.data_access is DataAccess.HELDOUT_INPUTS and not dataset.heldout_fraction > 0:
             raise ConfigError(
                 f"attack {name!r} queries a held-out split, but dataset {dataset.name!r} sets none aside: "
@@ -284,7 +322,8 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         raise ConfigError(f"rerun must be true or false, got {rerun!r}")
     device = resolve_device(str(cfg.device))
     attacks = _selected(ATTACKS, "attack", cfg.get("attack"))
-    _check_attacks(attacks, teachers, dataset)
+    attack_bases = _variants(attacks, cfg.get("attack_variants"))
+    _check_attacks(attacks, teachers, dataset, attack_bases)
     return RunPlan(
         dataset=dataset,
         teachers=teachers,
@@ -306,6 +345,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         reference_dir=reference_dir,
         rerun=rerun,
         started_at=time.time(),
+        attack_bases=attack_bases,
     )
 
 

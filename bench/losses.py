@@ -10,8 +10,28 @@ the second argument.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+# What stands in for a served −∞ (a class served with probability 0): this far below the row's
+# smallest finite logit, its softmax is 0 in float32 at every temperature the attacks use (e^(−1e4/τ)),
+# so distillation targets are unchanged, while a cross-entropy on it is finite.
+MASKED_GAP = 1e4
+
+
+def finite_logits(logits: Tensor) -> Tensor:
+    """Served logits with each −∞ (a class the defense masked) replaced by a finite floor: the row's
+    smallest finite logit minus :data:`MASKED_GAP`, detached. The attacker works with what is finite:
+    the kept logits carry their gradients, the masked classes none, and no loss on them is infinite.
+    Logits without −∞ (and labels) are returned as they are."""
+    if not logits.is_floating_point():
+        return logits
+    masked = torch.isneginf(logits)
+    if not bool(masked.any()):
+        return logits
+    floor = logits.detach().masked_fill(masked, float("inf")).amin(dim=1, keepdim=True) - MASKED_GAP
+    return torch.where(masked, floor, logits)
 
 
 def soft_kl(target_logits: Tensor, input_logits: Tensor, tau: float) -> Tensor:
@@ -41,4 +61,4 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
     return {"ce": F.cross_entropy(logits, labels)}
 
 
-__all__ = ["cross_entropy", "kd_loss", "soft_kl"]
+__all__ = ["cross_entropy", "finite_logits", "kd_loss", "soft_kl"]

@@ -35,7 +35,8 @@ def sweep_overrides(plan: RunPlan, overrides: list[str]) -> list[str]:
         *kept,
         f"teacher={','.join(plan.teachers)}",
         f"defense={','.join(plan.defenses)}",
-        f"attack={','.join(plan.attacks)}",
+        # variants are not Hydra group options: each job of a base attack also runs its variants
+        f"attack={','.join(dict.fromkeys(plan.attack_plugin(a) for a in plan.attacks))}",
         f"student={','.join(plan.students)}",
         f"seed={','.join(str(s) for s in plan.seeds)}",
     ]

@@ -153,7 +153,7 @@ class Runner:
                 extra["command"] = self.plan.command
             extra["code"] = {
                 "defense": code_fingerprint(DEFENSES.get(cell.defense).source),
-                "attack": code_fingerprint(ATTACKS.get(cell.attack).source),
+                "attack": code_fingerprint(ATTACKS.get(self.plan.attack_plugin(cell.attack)).source),
             }
             fields["student_acc"], extra["queries"] = self.attack(cell, built.teacher)
             fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
@@ -182,7 +182,7 @@ class Runner:
         trainer = self.trainer(cell.seed, cell.student_arch)
         generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")
         student = create_model(cell.student_arch, self.data.num_classes, self.data.input_shape).to(self.plan.device)
-        attack = ATTACKS.get(cell.attack).factory(self.plan.attacks[cell.attack])
+        attack = ATTACKS.get(self.plan.attack_plugin(cell.attack)).factory(self.plan.attacks[cell.attack])
         view: Teacher | TeacherAPI = (
             teacher
             if attack.access is Access.WHITE_BOX

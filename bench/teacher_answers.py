@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import torch
 from kdbench.data import ImageData, index_batches
+from kdbench.losses import finite_logits
 from torch import Tensor
 
 Ask = Callable[[Tensor], Tensor]  # inputs → the teacher's answers (an API, or a frozen network)
@@ -34,7 +35,7 @@ def ask_in_chunks(ask: Ask, inputs: Tensor, *, prepare: Callable[[Tensor], Tenso
     (``prepare``, e.g. normalisation, applied to each chunk first); usable outside inference mode."""
     with torch.inference_mode():
         answers = torch.cat([ask(prepare(x) if prepare else x) for x in inputs.split(ASK_CHUNK)])
-    return answers.clone()
+    return finite_logits(answers.clone())
 
 
 def answered_batches(
@@ -52,6 +53,6 @@ def answered_batches(
                 continue
             with torch.inference_mode():
                 answers = ask(x)
-            yield x, Answered(train.y[idx], answers.clone())
+            yield x, Answered(train.y[idx], finite_logits(answers.clone()))
 
     return batches, math.ceil(len(train) / batch_size)

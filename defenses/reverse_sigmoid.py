@@ -4,7 +4,8 @@ With y the clean softmax, s the sigmoid and s⁻¹ its inverse (the log-odds), t
 
     r(y) = β · (s(γ · s⁻¹(y)) − 1/2),    ŷ = α · (y − r(y)),
 
-clipped to [0, 1] as in ART's implementation, α normalising each row to sum 1. Small
+clipped to [0, 1] as in ART's implementation, α normalising each row to sum 1. As in ART, the
+probabilities are clipped to [1e-9, 1 − 1e-9] before their log-odds s⁻¹(y). Small
 probabilities are pushed up and large ones down, non-monotonically, so the ranking of the
 non-top classes (the "dark knowledge" KD learns from) is scrambled. β is the magnitude and γ the
 convergence parameter; the defaults are ART's (β = 1, γ = 0.1, arXiv:1806.00054). Where the
@@ -38,26 +39,25 @@ class ReverseSigmoidConfig:
             raise ConfigError(f"defense.reverse_sigmoid.gamma must be > 0, got {self.gamma}")
 
 
-def log_odds_of_softmax(logits: Tensor) -> Tensor:
-    """s⁻¹(softmax(logits)) = log p − log(1 − p), exact even where p rounds to 0 or 1.
+# ART's clipping of the probabilities before their log-odds (art/defences/postprocessor/reverse_sigmoid.py):
+# the log-odds of a confident row saturate at ±log((1 − 1e-9)/1e-9) = ±20.72 instead of growing with
+# the logits. Computed in float64 (ART's numpy default): 1 − 1e-9 rounds to 1 in float32.
+CLIP = 1e-9
 
-    1 − p_i is the sum of the other classes' probabilities: for the top class it is summed directly
-    (p_top may round to 1); every other class has p_i ≤ 1/2, where log1p(−p_i) is exact.
-    """
-    log_p = F.log_softmax(logits, dim=1)
-    is_top = torch.zeros_like(logits, dtype=torch.bool).scatter_(1, logits.argmax(dim=1, keepdim=True), True)
-    log_rest_of_top = torch.logsumexp(log_p.masked_fill(is_top, float("-inf")), dim=1, keepdim=True)
-    p_of_others = log_p.exp().masked_fill(is_top, 0.0)
-    return log_p - torch.where(is_top, log_rest_of_top, torch.log1p(-p_of_others))
+
+def clipped_log_odds(probs: Tensor) -> Tensor:
+    """s⁻¹(clip(p, 1e-9, 1 − 1e-9)) = log p − log(1 − p) on the clipped probabilities, as ART does."""
+    clipped = probs.double().clamp(CLIP, 1.0 - CLIP)
+    return torch.log(clipped) - torch.log1p(-clipped)
 
 
 def reverse_sigmoid(clean: Tensor, *, beta: float, gamma: float) -> Tensor:
     """The served logits log ŷ for clean logits (rows of classes), with the top-1 class kept."""
     clean = clean.float()
-    y = F.softmax(clean, dim=1)
-    r = beta * (torch.sigmoid(gamma * log_odds_of_softmax(clean)) - 0.5)
+    y = F.softmax(clean.double(), dim=1)
+    r = beta * (torch.sigmoid(gamma * clipped_log_odds(y)) - 0.5)
     perturbed = (y - r).clamp(0.0, 1.0)
-    perturbed = perturbed / perturbed.sum(dim=1, keepdim=True)
+    perturbed = (perturbed / perturbed.sum(dim=1, keepdim=True)).float()
     positive = perturbed > 0
     # log of the positive entries only: log(0)'s infinite gradient would turn a white-box
     # attack's gradients into NaN even where the −inf is masked out

@@ -250,7 +250,7 @@ def test_the_paper_preset_sets_the_published_budgets():
     assert (dafl.epochs, dafl.iters_per_epoch, dafl.batch_size, dafl.latent_dim) == (2000, 120, 1024, 1000)
     assert (dafl.w_one_hot, dafl.w_entropy, dafl.w_activation) == (0.05, 5.0, 0.01)
     assert dafl.student_recipe["milestones"] == [800, 1600] and dafl.student_recipe["lr"] == 0.1
-    assert (di.batch_size, di.steps, di.lr, di.w_bn, di.jitter, di.flip) == (256, 2000, 0.05, 10.0, 2, True)
+    assert (di.batch_size, di.steps, di.lr, di.w_bn, di.jitter, di.flip) == (256, 2000, 0.05, 10.0, 2, False)
     p = plan("dataset=cifar100", "device=cpu", "preset=paper_datafree", "attack=dafl")
     assert (p.attacks["dafl"].w_one_hot, p.attacks["dafl"].w_entropy, p.attacks["dafl"].w_activation) == (0.5, 20, 0.1)
 

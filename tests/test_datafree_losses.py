@@ -14,6 +14,7 @@ from kdbench.attacks.deepinversion import (
     competition_loss,
     feature_distribution_loss,
     jitter_and_flip,
+    reference_competition_loss,
     total_variation,
 )
 
@@ -177,6 +178,46 @@ def test_competition_term_softens_both_distributions_with_its_temperature():
     teacher = torch.tensor([[2 * LN3, 0.0]])  # at τ = 2: p_T = (3/4, 1/4)
     student = torch.tensor([[0.0, 2 * LN3]])
     assert competition_loss(teacher, student, tau=2.0).item() == pytest.approx(0.869188, abs=1e-6)
+
+
+def test_reference_competition_term_is_the_official_codes_kl_of_the_mixture():
+    # NVlabs/DeepInversion cifar10/deepinversion_cifar10.py: P = σ(student/T), Q = σ(teacher/T),
+    # M = (P+Q)/2, all clamped to [0.01, 0.99]; 0.5·kl_loss(log P, M) + 0.5·kl_loss(log Q, M) with
+    # KLDivLoss(batchmean) = KL(M ‖ P)/2 + KL(M ‖ Q)/2; the term is 1 − clamp(that, 0, 1).
+    teacher = torch.tensor([[LN3, 0.0]])  # Q = (3/4, 1/4)
+    student = torch.tensor([[0.0, LN3]])  # P = (1/4, 3/4); M = (1/2, 1/2); no clamp is active
+    kl_m_p = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)  # = ½·ln(4/3) = 0.143841
+    assert kl_m_p == pytest.approx(0.143841, abs=1e-6)
+    value = reference_competition_loss(teacher, student, tau=1.0).item()
+    assert value == pytest.approx(1 - kl_m_p, abs=1e-6)  # KL(M ‖ Q) is the same by symmetry
+    assert value == pytest.approx(0.856159, abs=1e-6)  # the textbook 1 − JS would be 0.869188
+
+
+def test_reference_competition_term_clamps_the_probabilities_and_the_divergence():
+    # a Stingy-Teacher row: Q = (1, 0) → clamped (0.99, 0.01); P = (1/2, 1/2); M = (3/4, 1/4)
+    teacher = torch.tensor([[0.0, -math.inf]])
+    student = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    kl_m_p = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)  # 0.130812
+    kl_m_q = 0.75 * math.log(0.75 / 0.99) + 0.25 * math.log(0.25 / 0.01)  # 0.596495
+    value = reference_competition_loss(teacher, student, tau=1.0)
+    assert value.item() == pytest.approx(1 - 0.5 * (kl_m_p + kl_m_q), abs=1e-6)
+    assert value.item() == pytest.approx(0.636346, abs=1e-6)
+    value.backward()
+    assert torch.isfinite(student.grad).all()
+    # opposite one-hot rows over 10 classes: P, Q clamp to 0.99 / 0.01, M to (½, ½, 0.01 × 8);
+    # KL(M ‖ P) = ½·ln(0.5/0.01) + ½·ln(0.5/0.99) = 1.614463 > 1, so the divergence clamps to 1
+    kl = 0.5 * math.log(0.5 / 0.01) + 0.5 * math.log(0.5 / 0.99)
+    assert kl == pytest.approx(1.614463, abs=1e-6)
+    teacher = torch.full((1, 10), -100.0).index_fill_(1, torch.tensor([0]), 100.0)
+    student = torch.full((1, 10), -100.0).index_fill_(1, torch.tensor([1]), 100.0)
+    assert reference_competition_loss(teacher, student, tau=3.0).item() == 0.0
+
+
+def test_the_cifar_defaults_follow_the_official_code():
+    from kdbench.attacks.deepinversion import DeepInversionConfig
+
+    cfg = DeepInversionConfig()
+    assert (cfg.w_compete, cfg.competition, cfg.jitter, cfg.flip) == (0.01, "reference", 2, False)
 
 
 def test_jitter_rolls_within_its_range_and_flip_mirrors():

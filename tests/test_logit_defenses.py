@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kdbench.defenses.logit_noise import LogitNoiseConfig, keyed_uniform, logit_noise
 from kdbench.defenses.perturbation import restore_argmax
-from kdbench.defenses.reverse_sigmoid import ReverseSigmoidConfig, log_odds_of_softmax, reverse_sigmoid
+from kdbench.defenses.reverse_sigmoid import ReverseSigmoidConfig, clipped_log_odds, reverse_sigmoid
 from kdbench.defenses.topk import TopKConfig
 from kdbench.errors import ConfigError
 from kdbench.teacher import Access, Teacher, keep_top_k
@@ -144,15 +144,26 @@ def test_reverse_sigmoid_restores_a_top_1_that_the_perturbation_flipped():
     assert torch.softmax(served, 1)[0].tolist() == [1.0, 0.0]
 
 
-def test_log_odds_of_softmax_is_exact_where_probabilities_round_to_one():
-    moderate = torch.tensor([[2.0, 0.5, -1.0]], dtype=torch.float64)
-    p = torch.softmax(moderate, 1)
-    assert torch.allclose(log_odds_of_softmax(moderate), torch.log(p / (1 - p)), atol=1e-12)
-    # p_top = 1 − 2e^-100 rounds to 1; its log-odds is 100 − ln 2 exactly
-    extreme = torch.tensor([[100.0, 0.0, 0.0]])
-    odds = log_odds_of_softmax(extreme)
-    assert odds[0, 0].item() == pytest.approx(100.0 - math.log(2), abs=1e-4)
-    assert odds[0, 1].item() == pytest.approx(-100.0, abs=1e-4)
+def test_reverse_sigmoid_clips_confident_probabilities_before_the_log_odds_as_art_does():
+    # logits [30, 0, 0]: y = [1 − 1.9e-13, 9.4e-14, 9.4e-14], clipped to [1 − 1e-9, 1e-9, 1e-9] (ART's
+    # clip_min = 1e-9), so the log-odds are ±L with L = ln((1 − 1e-9)/1e-9) = 20.723266, not 30 − ln 2.
+    big = math.log((1 - 1e-9) / 1e-9)
+    assert clipped_log_odds(torch.tensor([[1.0, 0.0, 0.0]]))[0].tolist() == pytest.approx([big, -big, -big])
+    # γ = 0.1, β = 1: s(2.0723266) = 0.888184, so r = [0.388184, −0.388184, −0.388184] and
+    # y − r = [0.611816, 0.388184, 0.388184], sum 1.388184 → ŷ = [0.440731, 0.279635, 0.279635]
+    s = 1 / (1 + math.exp(-0.1 * big))
+    top, other = 1 - (s - 0.5), 0.0 + (s - 0.5)  # y's 9.4e-14 is far below the 1e-6 tolerance
+    total = top + 2 * other
+    expected = [top / total, other / total, other / total]
+    assert expected == pytest.approx([0.440731, 0.279635, 0.279635], abs=1e-6)
+    served = reverse_sigmoid(torch.tensor([[30.0, 0.0, 0.0]]), beta=1.0, gamma=0.1)
+    assert torch.softmax(served, 1)[0].tolist() == pytest.approx(expected, abs=1e-6)
+    # unclipped log-odds (30 − ln 2) would give s = 0.949 and ŷ_top = 0.355 instead
+    assert torch.softmax(served, 1)[0, 0].item() == pytest.approx(0.440731, abs=1e-6)
+    # every confident row saturates the same way: the served outputs no longer depend on how
+    # confident the network is beyond p = 1 − 1e-9
+    more = reverse_sigmoid(torch.tensor([[80.0, 0.0, 0.0]]), beta=1.0, gamma=0.1)
+    assert torch.allclose(torch.softmax(more, 1), torch.softmax(served, 1), atol=1e-7)
 
 
 # -- logit noise -------------------------------------------------------------------------------

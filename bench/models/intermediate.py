@@ -1,8 +1,22 @@
-"""Reading an intermediate layer of any model, for attacks that attach an auxiliary head there.
+"""Stage boundaries of any model, and the skeptical student's auxiliary heads on them.
 
-Works on every architecture the suite builds (its own and timm's) without per-model code: a
-forward pass with hooks on the leaf modules lists the layers in execution order; the usable ones
-are those after the first layer with parameters and before the classifier head.
+The reference (ksouvik52/Skeptical2021, ``resnet_self.py``) puts a head after each of ResNet's
+first three stages: an attention gate (a stride-2 separable convolution, BatchNorm, ReLU, ×2
+upsampling and a sigmoid, multiplied into the features), one stride-2 separable convolution per
+remaining stage up to the last stage's width, pooling and a linear layer; the network returns
+``[final, after stage 3, after stage 2, after stage 1]``.
+
+The generic rule here finds the same places on every architecture the suite builds (its own and
+timm's) without per-model code. A forward pass with hooks on every module lists the modules in the
+order they finish, with their output shapes. From the first module with parameters on, modules with
+4-D outputs are grouped by spatial resolution; a resolution is a **stage**, and its **boundary** is
+the last module to finish at that resolution (the stage's outermost container, so residual sums
+are included). 1×1 maps (global pooling) are not stages. Every stage but the last, which feeds the
+model's own head, gets an auxiliary head. On ResNet-18 that is exactly the reference's three heads;
+on the digits networks (digits_cnn: 8×8 then 4×4; cnn1: 8×8, then its pooled 4×4) one head after
+the first stage. A model with fewer than two stages (an MLP) gets one head on the features its own
+head reads, the only intermediate place it has: flat features get a sigmoid gate (linear) and a
+linear layer.
 """
 
 from __future__ import annotations
@@ -10,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from kdbench.errors import ConfigError
 from kdbench.models.base import Classifier
 from torch import Tensor, nn
@@ -22,18 +37,17 @@ class Layer:
     output_shape: tuple[int, ...]  # without the batch dimension
 
 
-def usable_layers(model: Classifier, input_shape: tuple[int, int, int]) -> list[Layer]:
-    """Leaf layers between the first parametrised layer and the head, in execution order."""
+def _finished_modules(model: Classifier, input_shape: tuple[int, int, int]) -> list[Layer]:
+    """Every module but the model and its head, in the order their forward passes finish."""
     head_modules = {id(m) for m in model.head.modules()}
-    seen: list[Layer] = []
     names = {id(m): n for n, m in model.named_modules()}
+    seen: list[Layer] = []
 
     def record(module: nn.Module, _inputs: object, output: object) -> None:
-        if isinstance(output, Tensor) and id(module) not in head_modules:
+        if isinstance(output, Tensor) and id(module) not in head_modules and module is not model:
             seen.append(Layer(names[id(module)], module, tuple(output.shape[1:])))
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(record) for m in leaves]
+    handles = [m.register_forward_hook(record) for m in model.modules()]
     was_training = model.training
     try:
         model.eval()
@@ -44,60 +58,134 @@ def usable_layers(model: Classifier, input_shape: tuple[int, int, int]) -> list[
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    first_learned = next(
-        (i for i, layer in enumerate(seen) if any(True for _ in layer.module.parameters(recurse=False))), None
-    )
-    if first_learned is None:
-        return []
-    return seen[first_learned:]
+    return seen
 
 
-def intermediate_layer(model: Classifier, input_shape: tuple[int, int, int], depth: float, arch: str) -> Layer:
-    """The usable layer at relative ``depth`` (0: the first, 1: the last before the head)."""
-    layers = usable_layers(model, input_shape)
-    if not layers:
+def stage_boundaries(model: Classifier, input_shape: tuple[int, int, int]) -> list[tuple[Layer, int]]:
+    """Per stage but the last, its boundary layer and the number of stages after it; shallowest first.
+
+    Also returns, for each boundary, how many resolution halvings lead to the last stage (the
+    number of stride-2 separable convolutions its head stacks).
+    """
+    seen = _finished_modules(model, input_shape)
+    first = next((i for i, s in enumerate(seen) if any(True for _ in s.module.parameters(recurse=False))), None)
+    if first is None:
         raise ConfigError(
-            f"model {arch!r} has no intermediate layer with parameters before its head, so an auxiliary "
+            f"model {type(model).__name__!r} has no layer with parameters before its head, so an auxiliary "
             f"head has nowhere to attach; choose a student with at least one hidden layer"
         )
-    return layers[round(depth * (len(layers) - 1))]
+    last_at: dict[tuple[int, int], Layer] = {}
+    for layer in seen[first:]:
+        shape = layer.output_shape
+        if len(shape) == 3 and shape[1] * shape[2] > 1:
+            last_at.pop(shape[1:], None)  # re-inserted: dicts keep insertion order, last finisher last
+            last_at[shape[1:]] = layer
+    stages = sorted(last_at.values(), key=lambda layer: -layer.output_shape[1] * layer.output_shape[2])
+    return [(layer, len(stages) - 1 - i) for i, layer in enumerate(stages[:-1])]
+
+
+class SepConv(nn.Module):
+    """The reference's separable convolution: two depthwise + pointwise pairs, BatchNorm, ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 2) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_in, 1, bias=False),
+            nn.BatchNorm2d(c_in),
+            nn.ReLU(),
+            nn.Conv2d(c_in, c_in, 3, 1, 1, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
 
 
 class AuxiliaryHead(nn.Module):
-    """A classifier on an intermediate activation: global-average-pooled maps or flat features."""
+    """Attention gate, ``len(widths)`` stride-2 separable convolutions, global pooling, linear.
 
-    def __init__(self, feature_shape: tuple[int, ...], num_classes: int) -> None:
+    For flat features (no stage boundary): a sigmoid gate of a linear layer, then linear.
+    """
+
+    def __init__(self, feature_shape: tuple[int, ...], widths: list[int], num_classes: int) -> None:
         super().__init__()
+        self.spatial = len(feature_shape) == 3
         channels = feature_shape[0]
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()) if len(feature_shape) == 3 else nn.Flatten()
-        self.fc = nn.Linear(
-            channels if len(feature_shape) == 3 else int(torch.tensor(feature_shape).prod()), num_classes
-        )
+        if self.spatial:
+            self.attention = nn.Sequential(SepConv(channels, channels), nn.BatchNorm2d(channels), nn.ReLU())
+            convs, c = [], channels
+            for width in widths:
+                convs.append(SepConv(c, width))
+                c = width
+            self.body = nn.Sequential(*convs, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        else:
+            c = int(torch.tensor(feature_shape).prod())
+            self.attention = nn.Linear(c, c)
+            self.body = nn.Flatten()
+        self.fc = nn.Linear(c, num_classes)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.fc(self.pool(features))
+        if self.spatial:
+            # the reference upsamples ×2 back to the features' size; interpolating to it takes odd sizes too
+            gate = torch.sigmoid(F.interpolate(self.attention(features), size=features.shape[2:], mode="bilinear"))
+        else:
+            features = features.flatten(1)
+            gate = torch.sigmoid(self.attention(features))
+        return self.fc(self.body(gate * features))
 
 
-class TappedModel(nn.Module):
-    """``model`` plus an auxiliary head on ``layer``: forward returns (final logits, auxiliary logits)."""
+class SelfDistillingModel(nn.Module):
+    """``model`` plus auxiliary heads: forward returns [final, deepest auxiliary, ..., shallowest]."""
 
-    def __init__(self, model: Classifier, layer: Layer, num_classes: int) -> None:
+    def __init__(self, model: Classifier, input_shape: tuple[int, int, int], num_classes: int) -> None:
         super().__init__()
         self.model = model
-        self.aux_head = AuxiliaryHead(layer.output_shape, num_classes).to(next(model.parameters()).device)
-        self._tapped: Tensor | None = None
-        self._handle = layer.module.register_forward_hook(self._keep)
+        device = next(model.parameters()).device
+        boundaries = stage_boundaries(model, input_shape)
+        if boundaries:
+            channels = [layer.output_shape[0] for layer, _ in boundaries]
+            last = _last_stage_channels(model, input_shape, boundaries)
+            widths = [[*channels[i + 1 :], last][:after] for i, (_, after) in enumerate(boundaries)]
+            taps = [layer for layer, _ in boundaries]
+        else:
+            widths, taps = [[]], []
+        shapes = [layer.output_shape for layer in taps] or [(model.head.in_features,)]
+        heads = [AuxiliaryHead(shape, w, num_classes) for shape, w in zip(shapes, widths, strict=True)]
+        self.aux_heads = nn.ModuleList(heads).to(device)
+        self._tapped: list[Tensor | None] = [None] * len(heads)
+        if taps:
+            self._handles = [layer.module.register_forward_hook(self._keeper(i)) for i, layer in enumerate(taps)]
+        else:  # the features the model's own head reads
+            self._handles = [model.head.register_forward_pre_hook(lambda _m, inputs: self._keep(0, inputs[0]))]
 
-    def _keep(self, _module: nn.Module, _inputs: object, output: Tensor) -> None:
-        self._tapped = output
+    def _keeper(self, i: int):
+        return lambda _module, _inputs, output: self._keep(i, output)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _keep(self, i: int, output: Tensor) -> None:
+        self._tapped[i] = output
+
+    @property
+    def num_aux(self) -> int:
+        return len(self.aux_heads)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
         final = self.model(x)
-        assert self._tapped is not None
-        aux, self._tapped = self.aux_head(self._tapped), None
-        return final, aux
+        aux = [head(features) for head, features in zip(self.aux_heads, self._tapped, strict=True)]
+        self._tapped = [None] * len(aux)
+        return [final, *reversed(aux)]
 
-    def detach_head(self) -> Classifier:
-        """Remove the hook and return the plain model (what the attacker deploys)."""
-        self._handle.remove()
+    def detach_heads(self) -> Classifier:
+        """Remove the hooks and return the plain model (what the attacker deploys and is evaluated)."""
+        for handle in self._handles:
+            handle.remove()
         return self.model
+
+
+def _last_stage_channels(model: Classifier, input_shape: tuple[int, int, int], boundaries: list) -> int:
+    """Channels of the last stage (the widest-strided 4-D output before the head)."""
+    seen = [s for s in _finished_modules(model, input_shape) if len(s.output_shape) == 3]
+    smallest = min(s.output_shape[1] * s.output_shape[2] for s in seen if s.output_shape[1] * s.output_shape[2] > 1)
+    return [s for s in seen if s.output_shape[1] * s.output_shape[2] == smallest][-1].output_shape[0]
