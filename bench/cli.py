@@ -96,7 +96,7 @@ def _report(overrides: list[str], console: Console) -> int:
     for folder in folders:
         board = write_reports(folder)
         print_leaderboard(board, console, f"kdbench: {folder.name}")
-        console.print(f"tables rebuilt in {folder}/")
+        console.print(f"tables rebuilt in {folder}/", soft_wrap=True)
     return 0
 
 
