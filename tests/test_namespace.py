@@ -139,7 +139,7 @@ def test_the_wheel_installs_only_the_kdbench_namespace(tmp_path):
         text=True,
         timeout=600,
     )
-    if build.returncode != 0 and "No module named 'setuptools'" in build.stderr + build.stdout:
+    if build.returncode != 0:  # this venv's setuptools cannot build a wheel offline: an isolated build can
         build = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(ROOT)],
             capture_output=True,
