@@ -11,7 +11,6 @@ from typing import Any
 
 from kdbench.errors import BenchError
 from rich.console import Console
-from rich.table import Table
 
 USAGE = """\
 bench run [all] [KEY=VALUE ...]   run the results matrix (or the slice the overrides choose)
@@ -36,7 +35,8 @@ def _run(overrides: list[str], console: Console) -> int:
     from kdbench.execute import check_runnable, run_matrix, settings_of
     from kdbench.progress import Progress
     from kdbench.records import STATUS_FAILED
-    from kdbench.report import print_leaderboard, write_reports
+    from kdbench.report import write_reports
+    from kdbench.terminal_view import print_terminal_view
 
     plan = plan_from_config(compose_config(overrides))
     check_runnable(plan)
@@ -48,11 +48,9 @@ def _run(overrides: list[str], console: Console) -> int:
     settings = settings_of(plan)
     settings["command"] = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
     board = write_reports(plan.dataset_dir, settings)
-    print_leaderboard(board, console, f"kdbench: {plan.dataset.name}")
-    console.print(
-        f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s; "
-        f"tables in {plan.dataset_dir}/"
-    )
+    console.print()
+    print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
+    console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")
     failed = [record for record in done if record.status == STATUS_FAILED]
     for record in failed:
         print(f"failed: {record.cell}: {record.reason}", file=sys.stderr)
@@ -62,15 +60,14 @@ def _run(overrides: list[str], console: Console) -> int:
 def _multirun(overrides: list[str], console: Console) -> int:
     from kdbench.multirun import launch
     from kdbench.records import RecordStore
-    from kdbench.report import leaderboard_frame, print_leaderboard, records_frame
+    from kdbench.report import leaderboard_frame, records_frame
+    from kdbench.terminal_view import print_terminal_view
 
     start = time.perf_counter()
     plan = launch(overrides)
     board = leaderboard_frame(records_frame(RecordStore(plan.dataset_dir).all()))
-    print_leaderboard(board, console, f"kdbench: {plan.dataset.name}")
-    console.print(
-        f"multirun of {len(plan.cells)} cell(s) in {time.perf_counter() - start:.1f} s; tables in {plan.dataset_dir}/"
-    )
+    print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
+    console.print(f"multirun of {len(plan.cells)} cell(s) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -78,13 +75,14 @@ def _report(overrides: list[str], console: Console) -> int:
     from pathlib import Path
 
     from kdbench.config import compose_config
-    from kdbench.report import print_leaderboard, write_reports
+    from kdbench.report import write_reports
+    from kdbench.terminal_view import print_terminal_view
 
     cfg = compose_config(overrides)
     folder = Path(str(cfg.results_dir)).expanduser() / str(cfg.dataset.name)
     board = write_reports(folder)
-    print_leaderboard(board, console, f"kdbench: {cfg.dataset.name}")
-    console.print(f"tables rebuilt in {folder}/")
+    print_terminal_view(board, console, f"kdbench: {cfg.dataset.name}", folder)
+    console.print("tables rebuilt from the records")
     return 0
 
 
@@ -93,6 +91,7 @@ def _default(option: Field) -> Any:
 
 
 def _list(console: Console) -> int:
+    """Every registry in full: one option per line, never cut, whatever the width or the pipe."""
     from dataclasses import fields
 
     from kdbench.api import ATTACKS, DEFENSES
@@ -102,21 +101,26 @@ def _list(console: Console) -> int:
     from kdbench.registry import build
 
     load_plugins()
-    console.print("[bold]datasets[/]: " + ", ".join(DATASETS.names()))
-    console.print("[bold]models[/]: " + ", ".join(MODELS.names()) + ", timm/<any timm model>")
+
+    def say(text: str = "") -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    say("datasets: " + ", ".join(DATASETS.names()))
+    say("models: " + ", ".join(MODELS.names()) + ", timm/<any timm model>")
     for title, registry in (("defenses", DEFENSES), ("attacks", ATTACKS)):
-        table = Table(title=title, title_justify="left")
-        for column in ("name", "options (defaults)", "threat model" if title == "attacks" else "", "from"):
-            if column:
-                table.add_column(column)
+        say()
+        say(f"{title} (options with their defaults: `{title.removesuffix('s')}.<name>.<option>=...`)")
         for entry in registry:
-            options = ", ".join(f"{f.name}={_default(f)!r}" for f in fields(entry.config)) if entry.config else ""
-            threat = []
+            threat = ""
             if title == "attacks":  # an attack may set its threat model from its options: show the defaults'
                 attack = build(entry, entry.config() if entry.config else None)
-                threat = [f"{attack.access.value}, data: {attack.data_access.value}"]
-            table.add_row(entry.name, options or "–", *threat, entry.source)
-        console.print(table)
+                threat = f"; access: {attack.access.value}, data: {attack.data_access.value}"
+            say(f"  {entry.name} (from {entry.source}{threat})")
+            options = fields(entry.config) if entry.config else ()
+            for option in options:
+                say(f"      {option.name}={_default(option)!r}")
+            if not options:
+                say("      (no options)")
     return 0
 
 
