@@ -40,7 +40,7 @@ def _run(overrides: list[str], console: Console) -> int:
 
     plan = plan_from_config(compose_config(overrides))
     check_runnable(plan)
-    progress = Progress(console, quiet=plan.quiet)
+    progress = Progress(console, quiet=plan.quiet, heartbeat_s=plan.heartbeat_s)
     start = time.perf_counter()
     with progress.session():
         done = run_matrix(plan, progress)
@@ -53,7 +53,8 @@ def _run(overrides: list[str], console: Console) -> int:
     console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")
     failed = [record for record in done if record.status == STATUS_FAILED]
     for record in failed:
-        print(f"failed: {record.cell}: {record.reason}", file=sys.stderr)
+        where = f" (traceback: {record.extra['traceback']})" if record.extra.get("traceback") else ""
+        print(f"failed: {record.cell}: {record.reason}{where}", file=sys.stderr)
     return 1 if failed else 0
 
 

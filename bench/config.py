@@ -110,6 +110,7 @@ class RunPlan:
     recipe_by_model: dict[str, Recipe] = field(default_factory=dict)  # architectures trained otherwise
     workers: int = 1  # cells computed at once, each in its own process (1: in this process)
     paper: str | None = None  # the published table the leaderboard shows beside the measured figures
+    heartbeat_s: float = 30.0  # without a terminal, a progress line this often
 
     def recipe_for(self, arch: str) -> Recipe:
         """How networks of architecture ``arch`` train (as teacher, baseline or attacked student)."""
@@ -285,7 +286,18 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         recipe_by_model=recipe_by_model,
         workers=resolve_workers(cfg.get("workers", 1), device),
         paper=None if paper is None else str(paper),
+        heartbeat_s=_heartbeat(cfg.get("heartbeat_s", 30)),
     )
+
+
+def _heartbeat(setting: Any) -> float:
+    try:
+        seconds = float(setting)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ConfigError(f"heartbeat_s must be a positive number of seconds, got {setting!r}")
+    return seconds
 
 
 # Each worker process holds its own torch and data (about half a GiB on the CPU): ``auto`` stops here.
