@@ -53,7 +53,10 @@ def _table(title: str, header: list[str], rows: list[list[str]], columns: list[i
     for i in columns:
         widest = max((len(line) for row in rows for line in row[i].splitlines()), default=1)
         table.add_column(
-            _header(header[i], widest), justify="left" if i < keys else "right", overflow="fold", no_wrap=False
+            _header(header[i], max(widest, min(len(header[i]), 12))),
+            justify="left" if i < keys else "right",
+            overflow="fold",
+            no_wrap=False,
         )
     tall = any("\n" in row[i] for row in rows for i in columns)  # rows of several lines: a gap between them
     for n, row in enumerate(rows):
