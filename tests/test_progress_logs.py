@@ -33,8 +33,8 @@ def bench_to_file(tmp_path: Path, *overrides: str) -> tuple[int, str]:
 
 
 def test_a_redirected_run_logs_each_network_and_cell_with_a_timestamp_and_heartbeats(tmp_path):
-    # more epochs than the preset's two, so that the heartbeats (every 0.2 s) fall during training
-    code, log = bench_to_file(tmp_path, "heartbeat_s=0.2", "train.epochs=30")
+    # more epochs than the preset's two, so that heartbeats (every 0.05 s) fall during training
+    code, log = bench_to_file(tmp_path, "heartbeat_s=0.05", "train.epochs=30")
     assert code == 0, log
     lines = log.splitlines()
     assert not any("\x1b[" in line for line in lines)  # no terminal escapes in a file
@@ -102,3 +102,12 @@ def test_a_redirected_run_on_two_workers_logs_every_network_and_cell(tmp_path):
     for network in ("teacher digits_cnn/normal", "teacher digits_cnn/nasty", "scratch mlp", "scratch cnn1"):
         assert re.search(STAMP + f"network {network} \\(seed 0\\): ok, acc ", log, re.M), log
     assert re.search(STAMP + "heartbeat: working on ", log, re.M), log
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_bad_heartbeat_interval_is_refused_naming_it(value):
+    from kdbench.config import compose_config, plan_from_config
+    from kdbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="heartbeat_s must be a positive number of seconds"):
+        plan_from_config(compose_config(["preset=tiny", f"heartbeat_s={value}"]))
