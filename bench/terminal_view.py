@@ -48,8 +48,8 @@ def _header(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, max(width, 1), break_long_words=False, break_on_hyphens=False)) or text
 
 
-def _table(title: str, header: list[str], rows: list[list[str]], columns: list[int], keys: int) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+def _table(header: list[str], rows: list[list[str]], columns: list[int], keys: int) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for i in columns:
         widest = max((len(line) for row in rows for line in row[i].splitlines()), default=1)
         table.add_column(
@@ -78,8 +78,8 @@ def ranking_first(table: list[list[str]], keys: int) -> list[list[str]]:
     return [[row[i] for i in columns] for row in table]
 
 
-def fitted_tables(title: str, table: list[list[str]], *, keys: int, console: Console) -> list[Table]:
-    """``table`` (header + rows of text) as one or more rich tables no wider than ``console``:
+def fitted_tables(title: str, table: list[list[str]], *, keys: int, console: Console) -> list[tuple[str, Table]]:
+    """``table`` (header + rows of text) as one or more titled rich tables no wider than ``console``:
     the first ``keys`` columns in each, the others packed in order into as few parts as fit."""
     header = table[0]
     rows = [[_cell(c) for c in row] for row in table[1:]]
@@ -89,7 +89,7 @@ def fitted_tables(title: str, table: list[list[str]], *, keys: int, console: Con
     current: list[int] = []
     for i in range(keys, len(header)):
         trial = [*range(keys), *current, i]
-        if current and console.measure(_table("", header, rows, trial, keys), options=unbounded).maximum > width:
+        if current and console.measure(_table(header, rows, trial, keys), options=unbounded).maximum > width:
             parts.append(current)
             current = [i]
         else:
@@ -99,14 +99,15 @@ def fitted_tables(title: str, table: list[list[str]], *, keys: int, console: Con
     tables = []
     for n, part in enumerate(parts, 1):
         name = title if len(parts) == 1 else f"{title} (part {n} of {len(parts)})"
-        tables.append(_table(name, header, rows, [*range(keys), *part], keys))
+        tables.append((name, _table(header, rows, [*range(keys), *part], keys)))
     return tables
 
 
 def print_terminal_view(board: pd.DataFrame, console: Console, title: str, folder: Path | None = None) -> None:
     """The ranking, the full matrix and (with ``folder``) where the files are, fitted to ``console``."""
     ranking = ranking_first(ranking_table(board), RANKING_KEYS)
-    for table in fitted_tables(f"{title}: ranking", ranking, keys=RANKING_KEYS, console=console):
+    for name, table in fitted_tables(f"{title}: ranking", ranking, keys=RANKING_KEYS, console=console):
+        console.print(name, style="bold", highlight=False, markup=False)
         console.print(table)
     console.print(LEGEND, highlight=False)
     if any(INCOMPLETE_MARK in cell for row in ranking[1:] for cell in row):
@@ -117,7 +118,8 @@ def print_terminal_view(board: pd.DataFrame, console: Console, title: str, folde
         )
     console.print()
     matrix = matrix_table(board)
-    for table in fitted_tables(f"{title}: full matrix", matrix, keys=MATRIX_KEYS, console=console):
+    for name, table in fitted_tables(f"{title}: full matrix", matrix, keys=MATRIX_KEYS, console=console):
+        console.print(name, style="bold", highlight=False, markup=False)
         console.print(table)
     console.print("Each cell: the student's test accuracy (%) and, below it, its drop (points).", highlight=False)
     if folder is not None:
