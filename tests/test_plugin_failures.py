@@ -4,6 +4,9 @@ matrix goes on, the run exits 1 listing them, and a rerun retries only those cel
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -105,3 +108,43 @@ def test_a_keyboard_interrupt_in_a_plugin_still_stops_the_run(tmp_path, buggy, m
         == 130
     )
     assert records(tmp_path) == {}
+
+
+def test_an_exception_in_an_attack_on_worker_processes_fails_its_cells_only(tmp_path):
+    """The default executor (workers): the plugin is an installed package, so every worker has it."""
+    site = tmp_path / "site"
+    (site / "buggy_plugin").mkdir(parents=True)
+    (site / "buggy_plugin" / "__init__.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from kdbench.api import Attack, register_attack\n"
+        "@dataclass\n"
+        "class BuggyConfig:\n"
+        "    pass\n"
+        "@register_attack('buggy', config=BuggyConfig)\n"
+        "class Buggy(Attack):\n"
+        "    def run(self, teacher, student, ctx):\n"
+        "        return len(student)  # TypeError: object of type ... has no len()\n"
+    )
+    dist = site / "buggy_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: buggy-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[kdbench.attacks]\nbuggy = buggy_plugin\n")
+    env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "kdbench.cli", *ARGS, "workers=2", f"results_dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    got = records(tmp_path)
+    assert len(got) == 8
+    for name, record in got.items():
+        if "__buggy__" in name:
+            assert record["status"] == "failed" and record["reason"].startswith("attack 'buggy' raised TypeError: ")
+            assert "return len(student)" in Path(record["extra"]["traceback"]).read_text()
+            assert f"failed: {name}: attack 'buggy' raised TypeError" in result.stderr
+        else:
+            assert record["status"] == "ok", name
