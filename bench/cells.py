@@ -51,6 +51,15 @@ def cell_title(cell: Cell, i: int, n: int) -> str:
     return f"[{i}/{n}] {cell.teacher}/{cell.defense} × {cell.attack} → {cell.student} (seed {cell.seed})"
 
 
+def outcome(record: Record) -> str:
+    """What a log line says of a finished cell: status, accuracy and drop (or why not), seconds."""
+    if record.status == STATUS_OK and record.student_acc is not None and record.drop is not None:
+        result = f"ok, student acc {record.student_acc:.2f} (drop {record.drop:+.2f})"
+    else:
+        result = f"{record.status}: {record.reason}" if record.reason else record.status
+    return f"{result}, {record.wall_s:.1f} s"
+
+
 def twin_record(cell: Cell, twin: Record) -> Record:
     """``cell``'s record taken over from ``twin``, the same computation under another name."""
     return replace(twin, student=cell.student, student_arch=cell.student_arch, wall_s=0.0)

@@ -11,7 +11,6 @@ from typing import Any
 
 from kdbench.errors import BenchError
 from rich.console import Console
-from rich.table import Table
 
 USAGE = """\
 bench run [all] [KEY=VALUE ...]   run the results matrix (or the slice the overrides choose)
@@ -37,12 +36,13 @@ def _run(overrides: list[str], console: Console) -> int:
     from kdbench.progress import Progress
     from kdbench.records import STATUS_FAILED
     from kdbench.reference import compare_with_reference
-    from kdbench.report import print_leaderboard, write_reports
+    from kdbench.report import write_reports
+    from kdbench.terminal_view import print_terminal_view
 
     command = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
     plan = replace(plan_from_config(compose_config(overrides)), command=command)
     check_runnable(plan)
-    progress = Progress(console, quiet=plan.quiet)
+    progress = Progress(console, quiet=plan.quiet, heartbeat_s=plan.heartbeat_s)
     start = time.perf_counter()
     with progress.session():
         done = run_matrix(plan, progress)
@@ -50,33 +50,31 @@ def _run(overrides: list[str], console: Console) -> int:
     settings = settings_of(plan)
     settings["command"] = command
     board = write_reports(plan.dataset_dir, settings)
-    print_leaderboard(board, console, f"kdbench: {plan.dataset.name}")
-    console.print(
-        f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s; "
-        f"tables in {plan.dataset_dir}/"
-    )
+    console.print()
+    print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
+    console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")
     if plan.reference_dir is not None:
         comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.dataset.name)
         if comparison is not None:
             console.print(comparison.summary(), soft_wrap=True)
     failed = [record for record in done if record.status == STATUS_FAILED]
     for record in failed:
-        print(f"failed: {record.cell}: {record.reason}", file=sys.stderr)
+        where = f" (traceback: {record.extra['traceback']})" if record.extra.get("traceback") else ""
+        print(f"failed: {record.cell}: {record.reason}{where}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def _multirun(overrides: list[str], console: Console) -> int:
     from kdbench.multirun import launch
     from kdbench.records import RecordStore
-    from kdbench.report import leaderboard_frame, print_leaderboard, records_frame
+    from kdbench.report import leaderboard_frame, records_frame
+    from kdbench.terminal_view import print_terminal_view
 
     start = time.perf_counter()
     plan = launch(overrides)
     board = leaderboard_frame(records_frame(RecordStore(plan.dataset_dir).all()))
-    print_leaderboard(board, console, f"kdbench: {plan.dataset.name}")
-    console.print(
-        f"multirun of {len(plan.cells)} cell(s) in {time.perf_counter() - start:.1f} s; tables in {plan.dataset_dir}/"
-    )
+    print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
+    console.print(f"multirun of {len(plan.cells)} cell(s) in {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -86,7 +84,8 @@ def _report(overrides: list[str], console: Console) -> int:
     from pathlib import Path
 
     from kdbench.config import compose_config
-    from kdbench.report import print_leaderboard, write_reports
+    from kdbench.report import write_reports
+    from kdbench.terminal_view import print_terminal_view
 
     cfg = compose_config(overrides)
     results = Path(str(cfg.results_dir)).expanduser()
@@ -95,7 +94,7 @@ def _report(overrides: list[str], console: Console) -> int:
     folders = [results / str(cfg.dataset.name)] if named or not found else found
     for folder in folders:
         board = write_reports(folder)
-        print_leaderboard(board, console, f"kdbench: {folder.name}")
+        print_terminal_view(board, console, f"kdbench: {folder.name}", folder)
         console.print(f"tables rebuilt in {folder}/", soft_wrap=True)
     return 0
 
@@ -105,6 +104,7 @@ def _default(option: Field) -> Any:
 
 
 def _list(console: Console) -> int:
+    """Every registry in full: one option per line, never cut, whatever the width or the pipe."""
     from dataclasses import fields
 
     from kdbench.api import ATTACKS, DEFENSES
@@ -114,33 +114,35 @@ def _list(console: Console) -> int:
     from kdbench.registry import build
 
     load_plugins()
-    console.print("[bold]datasets[/]: " + ", ".join(DATASETS.names()))
-    console.print("[bold]models[/]: " + ", ".join(MODELS.names()) + ", timm/<any timm model>")
+
+    def say(text: str = "") -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    say("datasets: " + ", ".join(DATASETS.names()))
+    say("models: " + ", ".join(MODELS.names()) + ", timm/<any timm model>")
     for title, registry in (("defenses", DEFENSES), ("attacks", ATTACKS)):
-        table = Table(title=title, title_justify="left")
-        for column in ("name", "options (defaults)", "threat model" if title == "attacks" else "", "from"):
-            if column:
-                table.add_column(column)
+        say()
+        say(f"{title} (options with their defaults: `{title.removesuffix('s')}.<name>.<option>=...`)")
         for entry in registry:
-            options = ", ".join(f"{f.name}={_default(f)!r}" for f in fields(entry.config)) if entry.config else ""
-            threat = []
+            threat = ""
             if title == "attacks":  # an attack may set its threat model from its options: show the defaults'
                 attack = build(entry, entry.config() if entry.config else None)
-                threat = [f"{attack.access.value}, data: {attack.data_access.value}"]
-            table.add_row(entry.name, options or "–", *threat, entry.source)
-        console.print(table)
+                threat = f"; access: {attack.access.value}, data: {attack.data_access.value}"
+            say(f"  {entry.name} (from {entry.source}{threat})")
+            options = fields(entry.config) if entry.config else ()
+            for option in options:
+                say(f"      {option.name}={_default(option)!r}")
+            if not options:
+                say("      (no options)")
     from kdbench.config import compose_config
 
     variants = compose_config([]).get("attack_variants") or {}
-    table = Table(
-        title="attack variants (default config; `attack_variants.<name>={base: <attack>, ...}`)", title_justify="left"
-    )
-    for column in ("name", "base", "options it changes"):
-        table.add_column(column)
+    say()
+    say("attack variants of the default config (`attack_variants.<name>={base: <attack>, <option>: <value>}`)")
     for name, spec in variants.items():
         options = {k: v for k, v in spec.items() if k != "base"}
-        table.add_row(str(name), str(spec.get("base")), ", ".join(f"{k}={v!r}" for k, v in options.items()) or "–")
-    console.print(table)
+        changes = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "no option changed"
+        say(f"  {name} (base {spec.get('base')}): {changes}")
     return 0
 
 

@@ -122,6 +122,8 @@ class RunPlan:
         """The registered attack that column ``name`` runs (itself, or a variant's base)."""
         return self.attack_bases.get(name, name)
 
+    heartbeat_s: float = 30.0  # without a terminal, a progress line this often
+
     def recipe_for(self, arch: str) -> Recipe:
         """How networks of architecture ``arch`` train (as teacher, baseline or attacked student)."""
         return self.recipe_by_model.get(arch, self.recipe)
@@ -346,6 +348,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         rerun=rerun,
         started_at=time.time(),
         attack_bases=attack_bases,
+        heartbeat_s=_heartbeat(cfg.get("heartbeat_s", 30)),
     )
 
 
@@ -353,6 +356,16 @@ def _inside(path: Path, folder: Path) -> bool:
     """Whether ``path`` is ``folder`` or lies under it (both resolved, so links and ``..`` count)."""
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
+
+
+def _heartbeat(setting: Any) -> float:
+    try:
+        seconds = float(setting)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ConfigError(f"heartbeat_s must be a positive number of seconds, got {setting!r}")
+    return seconds
 
 
 # Each worker process holds its own torch and data (about half a GiB on the CPU): ``auto`` stops here.

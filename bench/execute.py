@@ -39,6 +39,7 @@ def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
         progress.log(f"{skipped} of {len(plan.cells)} cells already done for this configuration")
     if not todo:
         return []
+    progress.log(f"{len(todo)} of {len(plan.cells)} cells to compute; records go to {plan.dataset_dir}/records/")
     measured = measured_records(plan, store)
     if plan.workers > 1 and len({key for _, key in todo if key not in measured}) > 1:
         return run_in_workers(plan, progress, todo, measured)

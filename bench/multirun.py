@@ -10,6 +10,7 @@ leaderboard from the records. Choose the launcher the Hydra way: ``hydra/launche
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,11 @@ def run_cell_job(cfg: DictConfig) -> None:
         cfg.preset_name = str(job.runtime.choices.get("preset", "default"))
         cfg.device = device_for_job(str(cfg.device), job.job.num, torch.cuda.device_count())
     plan = plan_from_config(cfg)
-    run_matrix(plan, Progress(quiet=True))
+    # Hydra sends the "kdbench" logger to the job's log file (and its console): one line per
+    # network and cell, and a heartbeat, as a redirected `bench run` prints them
+    progress = Progress(quiet=plan.quiet, logger=logging.getLogger("kdbench"), heartbeat_s=plan.heartbeat_s)
+    with progress.session():
+        run_matrix(plan, progress)
 
 
 def device_for_job(device: str, job_number: int, gpus: int) -> str:

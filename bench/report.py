@@ -27,8 +27,6 @@ from kdbench.cache import atomic_write_text
 from kdbench.errors import BenchError
 from kdbench.paper import paper_note, with_paper_figures
 from kdbench.records import STATUS_OK, Record, RecordStore
-from rich.console import Console
-from rich.table import Table
 
 RECORD_COLUMNS = [
     "dataset",
@@ -437,16 +435,6 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
         "![drop per defense, attack and student](matrix.png)",
     ]
     return "\n".join(out) + "\n"
-
-
-def print_leaderboard(board: pd.DataFrame, console: Console, title: str) -> None:
-    for name, table in (("ranking", ranking_table(board)), ("matrix", matrix_table(board))):
-        rich_table = Table(title=f"{title}: {name}")
-        for column in table[0]:
-            rich_table.add_column(column, justify="left" if column in ("defense", "rank") else "right")
-        for row in table[1:]:
-            rich_table.add_row(*row)
-        console.print(rich_table)
 
 
 def provenance(records: list[Record]) -> dict[str, Any]:

@@ -11,11 +11,13 @@ architecture named outright) takes over that measurement.
 from __future__ import annotations
 
 import time
+import traceback
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from kdbench.api import ATTACKS, DEFENSES, AttackContext, DataAccess, DefenseContext
-from kdbench.cache import ArtifactCache, config_hash, file_digest
-from kdbench.cells import FINAL_STATUSES, cell_title, twin_record
+from kdbench.cache import ArtifactCache, atomic_write_text, config_hash, file_digest
+from kdbench.cells import FINAL_STATUSES, cell_title, outcome, twin_record
 from kdbench.code_fingerprint import code_fingerprint
 from kdbench.config import Cell, RunPlan
 from kdbench.data import ImageData
@@ -28,6 +30,25 @@ from kdbench.records import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, Record, R
 from kdbench.teacher import Access, Teacher, TeacherAPI
 from kdbench.threat_model import attacker_inputs
 from kdbench.train import Trainer, TrainingDiverged
+
+TRACEBACKS = "tracebacks"  # <results>/<dataset>/tracebacks/<cell>.txt: why a plugin failed its cell
+
+
+class PluginFailed(Exception):
+    """An attack or a defense raised an exception that is not a :class:`BenchError`: a bug in the
+    plugin. The cells that need it are recorded as failed with the exception and its traceback,
+    and the matrix goes on (KeyboardInterrupt and the like are not exceptions of this kind)."""
+
+    def __init__(self, what: str, err: Exception) -> None:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        super().__init__(f"{what} raised {type(err).__name__}" + (f": {first_line}" if first_line else ""))
+        self.traceback = "".join(traceback.format_exception(err))
+
+
+def distinct_networks(cells: list[Cell]) -> int:
+    """How many teachers and scratch baselines ``cells`` need (each trained once)."""
+    teachers = {(c.teacher, c.defense, c.seed) for c in cells}
+    return len(teachers) + len({(c.student_arch, c.seed) for c in cells})
 
 
 class BuiltTeacher(NamedTuple):
@@ -61,6 +82,7 @@ class Runner:
         """Compute ``todo`` (cells with their keys) in this process, one after the other; a cell
         whose key is in ``measured`` takes over that record. Returns the records written."""
         done = []
+        self.progress.matrix(distinct_networks([c for c, k in todo if k not in measured]) + len(todo))
         for i, (cell, key) in enumerate(todo, 1):
             title = cell_title(cell, i, len(todo))
             twin = measured.get(key)
@@ -69,8 +91,11 @@ class Runner:
                 record = twin_record(cell, twin)
             else:
                 self.progress.log(title)
+                self.progress.working([cell.name])
                 record = self.run_cell(cell, key)
+                self.progress.log(f"{title}: {outcome(record)}")
             self.store.put(record)
+            self.progress.unit_done()
             if record.status in FINAL_STATUSES:
                 measured[key] = record
             done.append(record)
@@ -83,6 +108,7 @@ class Runner:
         owner's cost (:func:`kdbench.owner_cost.owner_cost`) and the checkpoints it was built from."""
         memo_key = (arch, defense, seed)
         if memo_key not in self._teachers:
+            start, trainings = time.perf_counter(), self.progress.tasks_started
             try:
                 ctx = DefenseContext(
                     trainer=self.trainer(seed, arch),
@@ -101,16 +127,37 @@ class Runner:
                 )
             except TrainingDiverged as err:
                 self._teachers[memo_key] = err
+            except BenchError:
+                raise
+            except Exception as err:  # a bug in the defense: its cells fail, the matrix goes on
+                self._teachers[memo_key] = PluginFailed(f"defense {defense!r}", err)
+            result = self._teachers[memo_key]
+            accuracy = None if isinstance(result, Exception) else result.accuracy
+            self._network_done(f"teacher {arch}/{defense} (seed {seed})", result, accuracy, start, trainings)
         result = self._teachers[memo_key]
-        if isinstance(result, TrainingDiverged):
+        if isinstance(result, (TrainingDiverged, PluginFailed)):
             raise result
         return result
+
+    def _network_done(self, what: str, result: Any, accuracy: float | None, start: float, trainings: int) -> None:
+        """One line per network this process trained (loading one from the cache says nothing)."""
+        self.progress.unit_done()
+        if self.progress.tasks_started == trainings and accuracy is not None:
+            return
+        if isinstance(result, TrainingDiverged):
+            status = f"diverged: {result}"
+        elif isinstance(result, PluginFailed):
+            status = f"failed: {result}"
+        else:
+            status = f"ok, acc {accuracy:.2f}"
+        self.progress.log(f"network {what}: {status}, {time.perf_counter() - start:.1f} s")
 
     def baseline(self, student: str, seed: int) -> tuple[float, dict[str, str]]:
         """Test accuracy of ``student`` trained from scratch on the true labels (defines the drop),
         and its checkpoint (file name → content digest)."""
         memo_key = (student, seed)
         if memo_key not in self._baselines:
+            start, trainings = time.perf_counter(), self.progress.tasks_started
             trainer = self.trainer(seed, student)
             generator = trainer.seeded(f"baseline/{student}")
             model = create_model(student, self.data.num_classes, self.data.input_shape).to(self.plan.device)
@@ -131,6 +178,9 @@ class Runner:
                 self._baselines[memo_key] = (trainer.accuracy(model, self.data), {path.name: file_digest(path) or ""})
             except TrainingDiverged as err:
                 self._baselines[memo_key] = err
+            result = self._baselines[memo_key]
+            accuracy = None if isinstance(result, Exception) else result[0]
+            self._network_done(f"scratch {student} (seed {seed})", result, accuracy, start, trainings)
         result = self._baselines[memo_key]
         if isinstance(result, TrainingDiverged):
             raise result
@@ -161,6 +211,9 @@ class Runner:
             status, reason = STATUS_DIVERGED, str(err)
         except BenchError as err:
             status, reason = STATUS_FAILED, str(err)
+        except PluginFailed as err:
+            status, reason = STATUS_FAILED, str(err)
+            extra["traceback"] = str(self.write_traceback(cell, err))
         return Record(
             dataset=self.plan.dataset.name,
             defense=cell.defense,
@@ -177,8 +230,22 @@ class Runner:
             **fields,
         )
 
+    def write_traceback(self, cell: Cell, err: PluginFailed) -> Path:
+        path = self.plan.dataset_dir / TRACEBACKS / f"{cell.name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, f"{cell.name}: {err}\n\n{err.traceback}")
+        return path
+
     def attack(self, cell: Cell, teacher: Teacher) -> tuple[float, int | None]:
         """The student's test accuracy after the attack, and how many inputs it queried (None: white box)."""
+        try:
+            return self._attack(cell, teacher)
+        except (TrainingDiverged, BenchError):
+            raise
+        except Exception as err:  # a bug in the attack: this cell fails, the matrix goes on
+            raise PluginFailed(f"attack {cell.attack!r}", err) from err
+
+    def _attack(self, cell: Cell, teacher: Teacher) -> tuple[float, int | None]:
         trainer = self.trainer(cell.seed, cell.student_arch)
         generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")
         student = create_model(cell.student_arch, self.data.num_classes, self.data.input_shape).to(self.plan.device)

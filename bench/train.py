@@ -153,7 +153,7 @@ def fit(
     model.train()
     means: dict[str, float] = {}
     step_point = f"train/{description}"
-    with progress.task(description, total=recipe.epochs * steps_per_epoch) as advance:
+    with progress.task(description, total=recipe.epochs * steps_per_epoch, epochs=recipe.epochs) as advance:
         for epoch in range(recipe.epochs):
             sums: dict[str, Tensor] = {}
             steps = 0

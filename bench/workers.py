@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import torch
-from kdbench.cells import cell_title, twin_record
+from kdbench.cells import cell_title, outcome, twin_record
 from kdbench.config import Cell, RunPlan, available_cores, worker_device
 from kdbench.discovery import load_plugins
 from kdbench.errors import BenchError
-from kdbench.progress import Progress
+from kdbench.progress import Progress, RemoteProgress, relay_events
 from kdbench.records import Record, RecordStore
-from kdbench.runner import Runner
+from kdbench.runner import PluginFailed, Runner
 from kdbench.train import TrainingDiverged
 
 
@@ -73,7 +73,7 @@ def build_order(cells: list[Cell]) -> list[Network]:
 _runner: Runner | None = None  # this worker's Runner, made by _start_worker
 
 
-def _start_worker(plan_bytes: bytes, threads: int, slots: multiprocessing.Queue) -> None:
+def _start_worker(plan_bytes: bytes, threads: int, slots: multiprocessing.Queue, events: multiprocessing.Queue) -> None:
     import signal
 
     # Ctrl-C reaches the whole process group: the parent alone decides what stops (it ends the workers).
@@ -81,9 +81,11 @@ def _start_worker(plan_bytes: bytes, threads: int, slots: multiprocessing.Queue)
     torch.set_num_threads(threads)
     load_plugins()  # before unpickling the plan: its option dataclasses come from plugin modules
     plan = pickle.loads(plan_bytes)
-    plan = replace(plan, device=worker_device(plan.device, slots.get()), workers=1)
+    slot = slots.get()
+    plan = replace(plan, device=worker_device(plan.device, slot), workers=1)
     global _runner
-    _runner = Runner(plan, Progress(quiet=True))
+    # what this worker trains (network, epoch) and its messages go to the parent's progress
+    _runner = Runner(plan, RemoteProgress(events.put, f"worker {slot + 1}"))
 
 
 def _build_network(network: Network) -> None:
@@ -92,7 +94,7 @@ def _build_network(network: Network) -> None:
             _runner.teacher(network.arch, network.defense, network.seed)
         else:
             _runner.baseline(network.arch, network.seed)
-    except (TrainingDiverged, BenchError):
+    except (TrainingDiverged, BenchError, PluginFailed):
         pass  # not an error of the run: each cell that needs this network records why it has no result
 
 
@@ -108,20 +110,22 @@ def _compute_cells(cells: list[tuple[Cell, str]]) -> list[Record]:
 
 
 @contextmanager
-def worker_pool(plan: RunPlan, workers: int) -> Iterator[ProcessPoolExecutor]:
-    """``workers`` spawned processes that each hold a Runner for ``plan``. On an exception in the
-    block, Ctrl-C included, the workers are ended at once (the cache and records are written atomically)."""
+def worker_pool(plan: RunPlan, workers: int, progress: Progress | None = None) -> Iterator[ProcessPoolExecutor]:
+    """``workers`` spawned processes that each hold a Runner for ``plan``; what they train reaches
+    ``progress``. On an exception in the block, Ctrl-C included, the workers are ended at once (the
+    cache and records are written atomically)."""
     context = multiprocessing.get_context("spawn")  # fork would copy a CUDA context and held locks
-    slots = context.Queue()
+    slots, events = context.Queue(), context.Queue()
     for worker in range(workers):
         slots.put(worker)
     threads = max(1, available_cores() // workers)
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(pickle.dumps(plan), threads, slots)
+        workers, mp_context=context, initializer=_start_worker, initargs=(pickle.dumps(plan), threads, slots, events)
     )
     try:
-        yield pool
+        with relay_events(events, progress or Progress(quiet=True)):
+            yield pool
     except BaseException:
         for child in set(multiprocessing.active_children()) - before:
             child.terminate()  # mid-cell: what it had not written yet is lost, nothing else
@@ -169,11 +173,13 @@ def run_in_workers(
                 return _submit(pool, in_flight, batch, _compute_cells, batch)
         return None
 
-    with worker_pool(plan, workers) as pool, progress.task("cells", total=len(cells)) as advance:
+    progress.matrix(len(networks) + len(cells), parallel=workers)
+    with worker_pool(plan, workers, progress) as pool:
         finished = 0
         while waiting or in_flight or networks:
             while len(in_flight) < workers and next_task(pool) is not None:
                 pass
+            progress.working([describe(task) for task in in_flight.values()])
             ready, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in ready:
                 task = in_flight.pop(future)
@@ -187,11 +193,12 @@ def run_in_workers(
                     ) from None
                 if isinstance(task, Network):
                     built.add(task)
+                    progress.unit_done()
                     continue
                 for (cell, key), record in zip(task, result, strict=True):
                     finished += 1
-                    advance(1)
-                    progress.log(f"{cell_title(cell, finished, len(cells))}: {record.status}, {record.wall_s:.1f} s")
+                    progress.unit_done()
+                    progress.log(f"{cell_title(cell, finished, len(cells))}: {outcome(record)}")
                     done.append(record)
                     for twin in computations[key][1:]:
                         done.append(twin_record(twin, record))

@@ -1,5 +1,7 @@
 """`bench run all -m`: the matrix as a Hydra multirun, one job per cell, with two launchers."""
 
+import re
+
 import pandas as pd
 import pytest
 from kdbench.cli import main
@@ -39,3 +41,10 @@ def test_a_two_cell_multirun_writes_both_records_and_the_leaderboard(tmp_path, l
     assert {"normal", "nasty"} <= set(board.defense)
     assert "Reproduce: `bench run all -m preset=tiny" in (folder / "leaderboard.md").read_text()
     assert len(list((tmp_path / ".multirun").glob("*/[0-9]"))) == 2  # Hydra's own per-job folders
+    # each job's log holds its progress lines, as a redirected `bench run` prints them
+    logs = sorted((tmp_path / ".multirun").glob("*/[0-9]/*.log"))
+    assert len(logs) == 2
+    for log in logs:
+        text = log.read_text()
+        assert re.search(r"\[1/1\] digits_cnn/(normal|nasty) × kd → mlp \(seed 0\): ok, student acc ", text), text
+        assert "network teacher digits_cnn/" in text, text

@@ -1,1 +1,1 @@
-"""An example kdbench plugin: one attack, registered through an entry point."""
+"""An example kdbench plugin: an attack and a defense, registered through entry points."""

@@ -25,6 +25,7 @@ class LabelOnly(Attack):
     access = Access.TOP1_LABEL
     data_access = DataAccess.TRAIN
 
+    # the base class's constructor keeps the validated options as self.cfg
     def run(self, teacher: TeacherAPI, student: nn.Module, ctx: AttackContext) -> nn.Module:
         def objective(x, _labels_the_attacker_never_sees):
             stolen = teacher(x)

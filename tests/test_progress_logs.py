@@ -1,0 +1,113 @@
+"""Progress a person can follow: timestamped lines and heartbeats in a log, what each worker trains
+on a terminal, and the same lines in every multirun job's log."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kdbench.progress import Progress, duration
+from rich.console import Console
+
+STAMP = r"^\d\d:\d\d:\d\d "
+
+
+def bench_to_file(tmp_path: Path, *overrides: str) -> tuple[int, str]:
+    """``bench run`` in its own process with stdout and stderr redirected to a file, as in a log."""
+    log = tmp_path / "run.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with log.open("w") as out:
+        code = subprocess.run(
+            [sys.executable, "-m", "kdbench.cli", "run", "all", "preset=tiny", f"results_dir={tmp_path}", *overrides],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            timeout=300,
+        ).returncode
+    return code, log.read_text()
+
+
+def test_a_redirected_run_logs_each_network_and_cell_with_a_timestamp_and_heartbeats(tmp_path):
+    # more epochs than the preset's two, so that heartbeats (every 0.05 s) fall during training
+    code, log = bench_to_file(tmp_path, "heartbeat_s=0.05", "train.epochs=30")
+    assert code == 0, log
+    lines = log.splitlines()
+    assert not any("\x1b[" in line for line in lines)  # no terminal escapes in a file
+    cells = [line for line in lines if re.match(STAMP + r"\[\d/2\] .*: ok, student acc \d+\.\d\d \(drop [+-]", line)]
+    assert len(cells) == 2, log
+    assert re.search(
+        STAMP + r"\[1/2\] digits_cnn/normal × kd → mlp \(seed 0\): ok, student acc .*, \d+\.\d s$", log, re.M
+    )
+    networks = [line for line in lines if re.match(STAMP + r"network ", line)]
+    assert any("network teacher digits_cnn/normal (seed 0): ok, acc " in line for line in networks), log
+    assert any("network teacher digits_cnn/nasty (seed 0): ok, acc " in line for line in networks), log
+    assert any("network scratch mlp (seed 0): ok, acc " in line for line in networks), log
+    beats = [line for line in lines if re.match(STAMP + "heartbeat: ", line)]
+    assert beats, log
+    assert any(re.search(r"networks and cells done, (about .* left|time left: estimating)", b) for b in beats)
+    assert any(re.search(r"training .* · epoch \d+/30", b) for b in beats), beats
+
+
+def test_the_heartbeat_names_what_trains_its_epoch_and_the_time_left():
+    out = io.StringIO()
+    progress = Progress(Console(file=out, width=80), live=False, heartbeat_s=3600)
+    progress.matrix(4)
+    assert progress.heartbeat_line().endswith("0/4 networks and cells done, time left: estimating")
+    with progress.task("teacher nasty digits_cnn", total=30, epochs=3) as advance:
+        advance(10)  # the first epoch's ten steps: now in the second
+        line = progress.heartbeat_line()
+        assert "training teacher nasty digits_cnn · epoch 2/3" in line
+        progress.unit_done()
+        assert "1/4 networks and cells done, about " in progress.heartbeat_line()
+    assert "training nothing right now" in progress.heartbeat_line()
+    progress.log("[1/4] a cell: ok")
+    assert re.match(STAMP + r"\[1/4\] a cell: ok\n$", out.getvalue())
+
+
+def test_workers_report_what_each_trains_to_the_parent_on_a_terminal():
+    progress = Progress(Console(file=io.StringIO(), width=80, force_terminal=True), live=True)
+    with progress.session():
+        progress.matrix(5, parallel=2)
+        progress.worker_event(("train", "worker 1", "teacher nasty digits_cnn", 3, 40))
+        progress.worker_event(("train", "worker 2", "scratch mlp", 1, 40))
+        descriptions = [task.description for task in progress._bars.tasks]
+        assert "worker 1: teacher nasty digits_cnn · epoch 3/40" in descriptions
+        assert "worker 2: scratch mlp · epoch 1/40" in descriptions
+        assert "worker 1: teacher nasty digits_cnn · epoch 3/40" in progress.heartbeat_line()
+        progress.unit_done()
+        matrix = next(task for task in progress._bars.tasks if task.description == "matrix")
+        assert matrix.completed == 1 and matrix.fields["left"].startswith("about ")
+        progress.worker_event(("idle", "worker 1"))
+        descriptions = [task.description for task in progress._bars.tasks]
+        assert "worker 1: waiting for work" in descriptions
+
+
+def test_durations_read_as_a_person_says_them():
+    assert [duration(s) for s in (4.4, 75, 4000)] == ["4 s", "1 min 15 s", "1 h 06 min"]
+
+
+@pytest.mark.slow
+def test_a_redirected_run_on_two_workers_logs_every_network_and_cell(tmp_path):
+    code, log = bench_to_file(
+        tmp_path, "heartbeat_s=0.2", "workers=2", "defense=[normal,nasty]", "attack=kd", "student=[mlp,cnn1]"
+    )
+    assert code == 0, log
+    assert len(re.findall(STAMP + r"\[\d/4\] .*: ok, student acc ", log, re.M)) == 4, log
+    # the workers' own lines reach the parent's log
+    for network in ("teacher digits_cnn/normal", "teacher digits_cnn/nasty", "scratch mlp", "scratch cnn1"):
+        assert re.search(STAMP + f"network {network} \\(seed 0\\): ok, acc ", log, re.M), log
+    assert re.search(STAMP + "heartbeat: working on ", log, re.M), log
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_bad_heartbeat_interval_is_refused_naming_it(value):
+    from kdbench.config import compose_config, plan_from_config
+    from kdbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="heartbeat_s must be a positive number of seconds"):
+        plan_from_config(compose_config(["preset=tiny", f"heartbeat_s={value}"]))

@@ -1,0 +1,117 @@
+"""What a person reads in an 80-column terminal: every figure whole, never cut with `…`.
+
+The golden file is the committed digits reference (results/reference/digits/records) rendered exactly as
+`bench run` and `bench report` print it at 80 columns; regenerate it with
+`KDBENCH_UPDATE_GOLDEN=1 pytest tests/test_terminal_view.py` after a deliberate change, and read it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from kdbench.cli import _list
+from kdbench.records import Record, RecordStore
+from kdbench.report import leaderboard_frame, matrix_table, ranking_table, records_frame
+from kdbench.terminal_view import print_terminal_view
+from rich.console import Console
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "results" / "reference" / "digits"
+GOLDEN = Path(__file__).parent / "golden" / "terminal" / "digits_80.txt"
+
+
+def console(width: int) -> Console:
+    return Console(width=width, file=io.StringIO(), color_system=None, force_terminal=False, legacy_windows=False)
+
+
+def rendered(board: pd.DataFrame, width: int, folder: Path | None = None) -> str:
+    out = console(width)
+    print_terminal_view(board, out, "kdbench: digits", folder)
+    return "\n".join(line.rstrip() for line in out.file.getvalue().splitlines()) + "\n"
+
+
+def assert_nothing_cut(text: str, board: pd.DataFrame, width: int) -> None:
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= width
+    # every word of every cell of both tables appears whole (a folded cell would split one)
+    words = set(text.split())
+    for table in (ranking_table(board), matrix_table(board)):
+        for row in table[1:]:
+            for cell in row:
+                for word in cell.split():
+                    assert word in words, (word, cell)
+
+
+@pytest.fixture(scope="module")
+def reference_board() -> pd.DataFrame:
+    return leaderboard_frame(records_frame(RecordStore(REFERENCE).all()))
+
+
+def test_the_digits_reference_at_80_columns_is_the_golden_rendering(reference_board):
+    text = rendered(reference_board, 80, Path("results/reference/digits"))
+    if os.environ.get("KDBENCH_UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+    assert_nothing_cut(text, reference_board, 80)
+    assert "results/reference/digits/:" in text and "leaderboard.md" in text and "records.csv" in text
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_no_cell_is_cut_at_any_width(reference_board, width):
+    assert_nothing_cut(rendered(reference_board, width), reference_board, width)
+
+
+def test_a_wide_table_is_split_and_each_part_repeats_the_defense(reference_board):
+    text = rendered(reference_board, 80)
+    assert "kdbench: digits: full matrix (part 1 of" in text
+    parts = text.count("full matrix (part")
+    assert parts > 1
+    # every part names every defense again
+    assert text.count("reverse_sigmoid") >= parts + 1  # the matrix parts and the ranking
+
+
+def test_long_names_wrap_instead_of_being_cut(tmp_path):
+    store = RecordStore(tmp_path)
+    for defense in ("normal", "a_defense_with_a_really_long_name"):
+        for student in ("mlp", "timm/mobilenetv3_small_050", "resnext29_8x64d"):
+            store.put(
+                Record(
+                    dataset="digits",
+                    defense=defense,
+                    attack="blackbox",
+                    student=student,
+                    seed=0,
+                    teacher="digits_cnn",
+                    teacher_acc=99.0,
+                    student_acc=90.0,
+                    baseline_acc=95.5,
+                    drop=5.5,
+                    status="ok",
+                    wall_s=1.0,
+                    key=f"{defense}{student}",
+                    extra={"owner_cost": {"ece_pct": 1.0, "kl_nats": float("inf"), "tv_pct": 2.0}},
+                )
+            )
+    board = leaderboard_frame(records_frame(store.all()))
+    assert_nothing_cut(rendered(board, 80), board, 80)
+
+
+def test_bench_list_shows_every_option_in_full_at_80_columns():
+    from kdbench.api import ATTACKS, DEFENSES
+    from kdbench.cli import _default
+
+    out = console(80)
+    assert _list(out) == 0
+    text = out.file.getvalue()
+    assert "…" not in text
+    lines = set(text.splitlines())
+    for registry in (DEFENSES, ATTACKS):
+        for entry in registry:
+            for option in fields(entry.config) if entry.config else ():
+                assert f"      {option.name}={_default(option)!r}" in lines, (entry.name, option.name)
+    assert "      surrogate_root=None" in lines and "      access='probabilities'" in lines
