@@ -28,6 +28,7 @@ from kdbench.paper import check_paper_table
 from kdbench.records import cell_name
 from kdbench.registry import Entry, Registry, build
 from kdbench.train import Acceleration, Recipe, resolve_acceleration
+from kdbench.typecheck import check_types
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -61,11 +62,22 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+# OmegaConf's names for the types a structured config field converts a value to
+_OMEGACONF_TYPES = {"Float": "a number", "Integer": "an integer", "Boolean": "true or false", "String": "a string"}
+
+
 def _hydra_message(err: BaseException) -> str:
     parts = []
     while err is not None:
+        # A value a plugin's option dataclass cannot take: name the field, what it takes, and the value.
+        wanted = re.search(r"could not be converted to (\w+)", str(err))
+        if getattr(err, "full_key", None) and wanted:
+            allowed = _OMEGACONF_TYPES.get(wanted.group(1), wanted.group(1))
+            return f"{err.full_key} must be {allowed}, got {err.value!r}"
         text = str(err).split("\nConfig search path:")[0].strip()
-        if text and text not in parts:
+        # OmegaConf chains its unformatted template ("Value '$VALUE' of type '$VALUE_TYPE' ..."): skip it
+        text = re.sub(r"\n\s*(full_key|object_type)[:=].*", "", text)
+        if text and text not in parts and "$VALUE" not in text:
             parts.append(text)
         err = err.__cause__ or err.__context__
     return re.sub(r"\n\s*", " ", "; ".join(parts))
@@ -164,6 +176,7 @@ def _as_dataclass(cls: type, node: Any, where: str) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    check_types(cls, values, where)
     try:
         return cls(**values)
     except TypeError as err:
@@ -256,8 +269,16 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     only_seed = cfg.get("seed")
     if only_seed is not None and (not isinstance(only_seed, int) or isinstance(only_seed, bool) or only_seed < 0):
         raise ConfigError(f"seed must be a non-negative integer (one seed to run) or null, got {only_seed!r}")
+    if only_seed is not None and only_seed >= seeds:
+        raise ConfigError(
+            f"seed={only_seed} is not one of the run's seeds=0..{seeds - 1} (seeds={seeds}); "
+            f"allowed: seed 0 to {seeds - 1}, or raise seeds above {only_seed}"
+        )
     recipe = _as_dataclass(Recipe, cfg.train, "train")
+    recipe.check_milestones()
     recipe_by_model = _recipes_by_model(recipe, cfg.get("train_by_model"))
+    for arch, own in recipe_by_model.items():
+        own.check_milestones(f"train_by_model.{arch}")
     paper = cfg.get("paper")
     if paper is not None:
         check_paper_table(str(paper))
@@ -329,5 +350,7 @@ def _recipes_by_model(recipe: Recipe, node: DictConfig | None) -> dict[str, Reci
             recipes[str(name)] = _as_dataclass(Recipe, merged, where)
         except ConfigError as err:
             message = str(err)
+            if message.startswith("train."):  # Recipe names its fields train.<field>; here they are the model's
+                message = f"{where}.{message.removeprefix('train.')}"
             raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
     return recipes
