@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -137,7 +138,14 @@ class ArtifactCache:
                     train()
                     self.save(key, model.state_dict(), meta={**meta, "arch": arch})
                     return
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, ValueError) as err:  # the right architecture's name, other shapes
+            details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+            raise CorruptArtifactError(
+                f"checkpoint {self.path(key)} does not fit the {arch!r} network "
+                f"({details[0] if details else type(err).__name__}); delete it to retrain"
+            ) from None
 
     def _remove_stray_temporaries(self, key: str) -> None:
         """Half-written copies of ``key`` left by a killed run (only the lock holder writes them)."""
@@ -151,14 +159,37 @@ def load_checkpoint(path: Path, expected_arch: str) -> dict[str, torch.Tensor]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt bytes or a pickle that asks for code: never executed
         raise CorruptArtifactError(
-            f"checkpoint {path} cannot be loaded safely ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            f"delete it to retrain"
+            f"checkpoint {path} cannot be loaded safely: {_why_refused(path, err)}; delete it to retrain"
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CorruptArtifactError(f"checkpoint {path} is not a kdbench checkpoint; delete it to retrain")
-    arch = payload.get("meta", {}).get("arch")
+    meta = payload.get("meta")
+    arch = meta.get("arch") if isinstance(meta, dict) else None
     if arch != expected_arch:
         raise CorruptArtifactError(
             f"checkpoint {path} holds a {arch!r} network, not {expected_arch!r}; delete it to retrain"
         )
     return payload["state_dict"]
+
+
+def _why_refused(path: Path, err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in kdbench's words.
+
+    Never torch's own advice for a refused pickle (re-running with ``weights_only=False`` "will
+    likely succeed"): for a file of unknown origin that would run whatever code it holds.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    if "Weights only load failed" in text:
+        found = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        named = f" (it asks for {', '.join(dict.fromkeys(found))})" if found else ""
+        return (
+            f"it holds pickled code or objects{named} that weights_only loading refuses, "
+            "and kdbench never runs code from a checkpoint"
+        )
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty (0 bytes)"
+    except OSError:
+        pass
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first}" if first else f"{type(err).__name__} (truncated or not a checkpoint)"
