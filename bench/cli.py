@@ -26,8 +26,9 @@ examples:
   bench run all defense.nasty.omega=0.1 train.epochs=30
   bench run all -m hydra/launcher=joblib hydra.launcher.n_jobs=2
 
-exit status of run: 0 every cell has a result (ok or diverged), 1 some cell failed (listed on
-stderr), 2 bad input (nothing trained), 130 interrupted
+exit status of run: 0 every cell has a result (ok or diverged), 1 some cell failed or some record
+file is unreadable (each listed on stderr), 2 bad input (nothing trained), 130 interrupted (143 on
+SIGTERM); of report: 0, or 1 when a record file is unreadable (the tables leave it out and say so)
 """
 
 
@@ -56,7 +57,18 @@ def _run(overrides: list[str], console: Console) -> int:
     failed = [record for record in done if record.status == STATUS_FAILED]
     for record in failed:
         print(f"failed: {record.cell}: {record.reason}", file=sys.stderr)
-    return 1 if failed else 0
+    unreadable = _warn_unreadable(plan.dataset_dir)
+    return 1 if failed or unreadable else 0
+
+
+def _warn_unreadable(folder: Any) -> int:
+    """Name on stderr each record file the tables left out; their number (the tables are incomplete)."""
+    from kdbench.report import unreadable_records
+
+    unreadable = unreadable_records(folder)
+    for path, reason in unreadable:
+        print(f"unreadable record: {path}: {reason}; left out of the tables", file=sys.stderr)
+    return len(unreadable)
 
 
 def _multirun(overrides: list[str], console: Console) -> int:
@@ -85,7 +97,7 @@ def _report(overrides: list[str], console: Console) -> int:
     board = write_reports(folder)
     print_leaderboard(board, console, f"kdbench: {cfg.dataset.name}")
     console.print(f"tables rebuilt in {folder}/")
-    return 0
+    return 1 if _warn_unreadable(folder) else 0
 
 
 def _default(option: Field) -> Any:
