@@ -14,6 +14,7 @@ from typing import Any
 import kdbench
 import torch
 from kdbench.api import ATTACKS, DEFENSES
+from kdbench.cache import remove_stale_temporaries
 from kdbench.cells import measured_records, pending_cells
 from kdbench.config import RunPlan
 from kdbench.datasets import load_dataset
@@ -62,6 +63,9 @@ def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
     """Compute every cell of ``plan`` that has no final record for its configuration; returns the
     records written (cells already done are skipped)."""
     store = RecordStore(plan.dataset_dir)
+    for folder in (plan.dataset_dir, store.folder, plan.cache_dir):
+        for stray in remove_stale_temporaries(folder):
+            progress.log(f"removed {stray}, left half-written by a run that was killed")
     todo = pending_cells(plan, store)
     skipped = len(plan.cells) - len(todo)
     if skipped:

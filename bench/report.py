@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from kdbench.cache import atomic_write_text
+from kdbench.cache import atomic_write_text, remove_stale_temporaries
 from kdbench.errors import BenchError
 from kdbench.paper import paper_note, with_paper_figures
 from kdbench.records import STATUS_OK, Record, RecordStore
@@ -313,6 +313,8 @@ def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.Da
     """Rebuild records.csv, leaderboard.csv, leaderboard.md and the plots of one results folder."""
     from kdbench.plots import plot_matrix, plot_tradeoff
 
+    for stale in (folder, folder / "records"):  # what killed runs left half-written
+        remove_stale_temporaries(stale)
     records, unreadable = RecordStore(folder).scan()
     if not records and not unreadable:
         raise BenchError(

@@ -84,11 +84,48 @@ def test_a_run_killed_anywhere_resumes_to_the_records_of_an_uninterrupted_run(tm
     strays = [p.name for p in (folder / "records").glob(".*.tmp")]
     assert len(strays) == 1 and strays[0].startswith(f".{NASTY_RECORD}."), strays  # never read as a record
 
+    # while writing a table, once both cells are recorded: a half-written leaderboard is left too
+    run_bench_killed_at(tmp_path, "kill:write/*/leaderboard.md")
+    assert sorted(records_of(folder)) == [NASTY_RECORD, NORMAL_RECORD]
+    assert [p.name for p in folder.glob(".leaderboard.md.*.tmp")], "no half-written table was left"
+    assert list((folder / "records").glob(".*.tmp")) == []  # that run removed the dead writer's record stray
+
     capsys.readouterr()
     assert main(["run", *TINY, f"results_dir={tmp_path}"]) == 0
-    assert "1 cell(s) computed, 1 reused" in capsys.readouterr().out
+    assert "0 cell(s) computed, 2 reused" in capsys.readouterr().out
     assert finished_files(folder).items() >= finished.items()  # no teacher, baseline or record redone
     assert records_of(folder) == uninterrupted
+    leftovers = [p for d in (folder, folder / "records", folder / ".cache") for p in d.glob(".*.tmp")]
+    assert leftovers == []  # the killed writers' temporaries are gone
+
+
+def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
+    import socket
+
+    from kdbench.cache import FOREIGN_TEMPORARY_AGE_S, HOST, atomic_write_text, remove_stale_temporaries
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {
+        "live": f".records.csv.{HOST}-{os.getpid()}.abcd1234.tmp",  # this process: a write in progress
+        "dead": f".records.csv.{HOST}-{dead.pid}.abcd1234.tmp",
+        "foreign-new": ".records.csv.otherhost-1.abcd1234.tmp",
+        "foreign-old": ".records.csv.otherhost-2.abcd1234.tmp",
+        "unnamed-old": ".records.csv.abcd1234.tmp",  # an older kdbench: no writer in the name
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("half")
+    old = time.time() - FOREIGN_TEMPORARY_AGE_S - 60
+    for kind in ("foreign-old", "unnamed-old"):
+        os.utime(tmp_path / names[kind], (old, old))
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(names[k] for k in ("dead", "foreign-old", "unnamed-old"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[k] for k in ("live", "foreign-new"))
+    assert HOST in socket.gethostname().replace(".", "_")
+    atomic_write_text(tmp_path / "x.json", "{}")  # a finished write leaves no temporary of its own
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*(names[k] for k in ("live", "foreign-new")), "x.json"]
+    )
 
 
 def wait_until_stopped(process: subprocess.Popen, timeout: float = 300) -> None:
