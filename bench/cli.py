@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import MISSING, Field
 from typing import Any
 
-from kdbench.errors import BenchError
+from kdbench.errors import BenchError, Terminated
 from rich.console import Console
 from rich.table import Table
 
@@ -139,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args(argv)
     console = Console()
+    previous = _stop_on_sigterm()
     overrides = list(args.overrides)
     try:
         if args.command == "run":
@@ -158,12 +161,32 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"failed: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as err:
         print(
-            "interrupted: finished cells and trained teachers are saved; rerun the same command to continue",
+            f"{'terminated' if isinstance(err, Terminated) else 'interrupted'}: finished cells and trained "
+            "teachers are saved; rerun the same command to continue",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM unwinds like Ctrl-C (the worker pool ends its workers); the previous handler, or None
+    off the main thread, where Python cannot install one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ record themselves the moment the cell ends, so stopping the parent loses only un
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -73,9 +76,23 @@ def build_order(cells: list[Cell]) -> list[Network]:
 _runner: Runner | None = None  # this worker's Runner, made by _start_worker
 
 
-def _start_worker(plan_bytes: bytes, threads: int, slots: multiprocessing.Queue) -> None:
+# How often a worker checks that the process that started it is still there (seconds).
+PARENT_POLL_S = 0.2
+EXIT_PARENT_GONE = 70  # a worker's exit status once its parent is gone (nobody is left to read it)
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker the moment its parent is gone (killed with SIGKILL, which no handler sees):
+    the worker is then reparented, and its cells would go on training for nobody."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(EXIT_PARENT_GONE)  # mid-write temporaries are removed by the next run
+
+
+def _start_worker(plan_bytes: bytes, threads: int, slots: multiprocessing.Queue, parent: int) -> None:
     import signal
 
+    threading.Thread(target=_watch_parent, args=(parent,), name="kdbench-parent-watch", daemon=True).start()
     # Ctrl-C reaches the whole process group: the parent alone decides what stops (it ends the workers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
@@ -118,7 +135,10 @@ def worker_pool(plan: RunPlan, workers: int) -> Iterator[ProcessPoolExecutor]:
     threads = max(1, available_cores() // workers)
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(pickle.dumps(plan), threads, slots)
+        workers,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(pickle.dumps(plan), threads, slots, os.getpid()),
     )
     try:
         yield pool

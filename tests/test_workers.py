@@ -108,6 +108,45 @@ def test_ctrl_c_ends_the_workers_at_once_and_keeps_finished_cells(tmp_path, in_o
     assert records_of(tmp_path) == in_one_process
 
 
+def wait_for_checkpoint(results: Path, process: subprocess.Popen) -> None:
+    """Until the workers have cached a first network: they are mid-run, with more to train."""
+    deadline = time.monotonic() + 300
+    while not list((results / "synthetic" / ".cache").glob("*.pt")):
+        assert process.poll() is None, "the run ended before it could be stopped"
+        assert time.monotonic() < deadline, "no network was cached within 300 s"
+        time.sleep(0.05)
+
+
+def wait_until_none_alive(marker: str, timeout: float = 30) -> list[int]:
+    """The processes of the run still alive after ``timeout`` seconds (none, when they all end)."""
+    deadline = time.monotonic() + timeout
+    while (alive := processes_marked(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds leftover workers through /proc")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_or_terminated_parent_leaves_no_process_behind_and_a_rerun_completes(tmp_path, in_one_process, signum):
+    marker = f"parent-{signum.name}-{os.getpid()}"
+    process = start_bench(tmp_path, marker=marker)
+    wait_for_checkpoint(tmp_path, process)
+    assert len(processes_marked(marker)) >= 3  # the parent, its two workers (and the resource tracker)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    if signum == signal.SIGTERM:  # a handler ends the workers and says what is kept
+        assert process.returncode == 143, stderr
+        assert "terminated: finished cells and trained teachers are saved" in stderr
+    else:
+        assert process.returncode == -signal.SIGKILL
+    # SIGKILL runs no handler: each worker notices its parent is gone; the resource tracker follows
+    assert wait_until_none_alive(marker) == []
+    finished = records_of(tmp_path)
+    assert all(in_one_process[name] == record for name, record in finished.items())
+    assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
+    assert records_of(tmp_path) == in_one_process
+
+
 def test_networks_are_built_root_teacher_first_then_baselines_then_the_other_teachers():
     cells = [
         Cell("digits_cnn", defense, attack, student, 0)
