@@ -134,10 +134,24 @@ class ArtifactCache:
         return load_checkpoint(path, expected_arch)
 
     @contextmanager
-    def lock(self, key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    def claim_cell(self, key: str, cell: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the claim on the cell computation ``key`` (named ``cell``), like a network's lock: of
+        several runs on one folder that need it, one computes it and the others then reuse its record."""
+        with self.lock(key, on_wait, suffix=".cell.lock", waiting_for=f"computing cell {cell}"):
+            yield
+
+    @contextmanager
+    def lock(
+        self,
+        key: str,
+        on_wait: Callable[[str], None] | None = None,
+        *,
+        suffix: str = ".pt.lock",
+        waiting_for: str | None = None,
+    ) -> Iterator[None]:
         """Hold the exclusive lock of ``key``'s artifact (waiting for another process that holds it)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        lock_path = self.root / f"{key}.pt.lock"
+        lock_path = self.root / f"{key}{suffix}"
         # Read-only is enough for flock, and works on a lock file another user of a shared cache made.
         fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
         try:
@@ -145,7 +159,7 @@ class ArtifactCache:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if on_wait is not None:
-                    on_wait(f"waiting for another process to finish building {self.path(key)}")
+                    on_wait(f"waiting for another process to finish {waiting_for or f'building {self.path(key)}'}")
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError as err:  # a filesystem without flock (some network mounts)
                 raise BenchError(

@@ -61,12 +61,28 @@ class Runner:
                 record = twin_record(cell, twin)
             else:
                 self.progress.log(title)
-                record = self.run_cell(cell, key)
+                record, computed = self.claimed_cell(cell, key)
+                if not computed:  # another run on this folder computed it meanwhile
+                    measured[key] = record
+                    continue
             self.store.put(record)
             if record.status in FINAL_STATUSES:
                 measured[key] = record
             done.append(record)
         return done
+
+    def claimed_cell(self, cell: Cell, key: str) -> tuple[Record, bool]:
+        """``cell``'s record and whether this process computed it (and wrote it). The cell is claimed
+        under the cache's lock first: if another run on the same folder holds the claim, this one
+        waits, then takes over the final record that run wrote instead of computing the cell again."""
+        with self.cache.claim_cell(key, cell.name, self.progress.log):
+            existing = self.store.get(cell.name)
+            if existing is not None and existing.key == key and existing.status in FINAL_STATUSES:
+                self.progress.log(f"{cell.name}: computed by another run on this folder, reused")
+                return existing, False
+            record = self.run_cell(cell, key)
+            self.store.put(record)
+            return record, True
 
     # -- the pieces every cell needs, built once per run -------------------------------------
 

@@ -113,12 +113,9 @@ def _build_network(network: Network) -> None:
         pass  # not an error of the run: each cell that needs this network records why it has no result
 
 
-def _compute_cells(cells: list[tuple[Cell, str]]) -> list[Record]:
-    records = []
-    for cell, key in cells:
-        records.append(_runner.run_cell(cell, key))
-        _runner.store.put(records[-1])
-    return records
+def _compute_cells(cells: list[tuple[Cell, str]]) -> list[tuple[Record, bool]]:
+    """Each cell's record, and whether this worker computed it (not another run on the same folder)."""
+    return [_runner.claimed_cell(cell, key) for cell, key in cells]
 
 
 # -- in the parent -------------------------------------------------------------------------------
@@ -208,11 +205,13 @@ def run_in_workers(
                 if isinstance(task, Network):
                     built.add(task)
                     continue
-                for (cell, key), record in zip(task, result, strict=True):
+                for (cell, key), (record, computed) in zip(task, result, strict=True):
                     finished += 1
                     advance(1)
-                    progress.log(f"{cell_title(cell, finished, len(cells))}: {record.status}, {record.wall_s:.1f} s")
-                    done.append(record)
+                    how = f"{record.wall_s:.1f} s" if computed else "computed by another run, reused"
+                    progress.log(f"{cell_title(cell, finished, len(cells))}: {record.status}, {how}")
+                    if computed:
+                        done.append(record)
                     for twin in computations[key][1:]:
                         done.append(twin_record(twin, record))
                         store.put(done[-1])
