@@ -121,6 +121,7 @@ class RunPlan:
     config: DictConfig
     recipe_by_model: dict[str, Recipe] = field(default_factory=dict)  # architectures trained otherwise
     workers: int = 1  # cells computed at once, each in its own process (1: in this process)
+    threads: int = 1  # intra-op threads each network trains with, whichever process trains it
     paper: str | None = None  # the published table the leaderboard shows beside the measured figures
 
     def recipe_for(self, arch: str) -> Recipe:
@@ -152,6 +153,8 @@ class RunPlan:
             "bf16": self.acceleration.bf16,
             "recipe": asdict(self.recipe_for(arch)),
             "seed": seed,
+            # CPU reductions are split per thread, so the same seed gives other bits with other threads
+            **({"threads": self.threads} if self.device.type == "cpu" else {}),
         }
 
     def cell_key(self, cell: Cell) -> dict[str, Any]:
@@ -304,7 +307,8 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         preset=str(cfg.get("preset_name", "default")),
         config=cfg,
         recipe_by_model=recipe_by_model,
-        workers=resolve_workers(cfg.get("workers", 1), device),
+        workers=(workers := resolve_workers(cfg.get("workers", 1), device)),
+        threads=resolve_threads(cfg.get("threads", "auto"), workers),
         paper=None if paper is None else str(paper),
     )
 
@@ -329,6 +333,16 @@ def resolve_workers(setting: Any, device: torch.device) -> int:
     if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
         return setting
     raise ConfigError(f"workers must be a positive integer or auto, got {setting!r}")
+
+
+def resolve_threads(setting: Any, workers: int) -> int:
+    """``auto``: the cores shared out among the workers (at least one each), whether or not a run
+    ends up starting them, so that a network trains with the same threads however it is scheduled."""
+    if setting == "auto":
+        return max(1, available_cores() // workers)
+    if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
+        return setting
+    raise ConfigError(f"threads must be a positive integer or auto, got {setting!r}")
 
 
 def worker_device(device: torch.device, worker: int) -> torch.device:

@@ -75,7 +75,12 @@ def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
     measured = measured_records(store)
     if plan.workers > 1 and len({key for _, key in todo if key not in measured}) > 1:
         return run_in_workers(plan, progress, todo, measured)
-    return Runner(plan, progress).run(todo, measured)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(plan.threads)  # the threads the cache keys hold, as in a worker
+    try:
+        return Runner(plan, progress).run(todo, measured)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def check_writable(plan: RunPlan) -> None:
@@ -102,6 +107,7 @@ def settings_of(plan: RunPlan) -> dict[str, Any]:
         "recipe": asdict(plan.recipe),
         "device": str(plan.device),
         "workers": plan.workers,
+        "threads": plan.threads,
         "precision": "bf16" if plan.acceleration.bf16 else "fp32",
         "torch": torch.__version__,
         "kdbench": kdbench.__version__,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import torch
 from kdbench.api import ATTACKS, DEFENSES, AttackContext, DataAccess, DefenseContext
 from kdbench.cache import ArtifactCache, config_hash
 from kdbench.cells import FINAL_STATUSES, cell_title, twin_record
@@ -146,7 +147,7 @@ class Runner:
         start = time.perf_counter()
         fields: dict[str, Any] = {"teacher_acc": None, "student_acc": None, "baseline_acc": None, "drop": None}
         status, reason = STATUS_OK, ""
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"threads": torch.get_num_threads()}  # the intra-op threads it trained with
         try:
             teacher, fields["teacher_acc"], extra["owner_cost"] = self.teacher(cell.teacher, cell.defense, cell.seed)
             fields["baseline_acc"] = self.baseline(cell.student_arch, cell.seed)

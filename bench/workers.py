@@ -1,7 +1,7 @@
 """Cells on several worker processes at once (``workers=N``; ``auto``: one per GPU, one per CPU core).
 
 The parent schedules and each worker computes: a worker is a :class:`~kdbench.runner.Runner` of its
-own (its own data, its own memo of teachers) in a spawned process with ``cores / workers`` threads,
+own (its own data, its own memo of teachers) in a spawned process with the plan's ``threads``,
 on its own GPU when there are several. Teachers and scratch baselines are built first, as tasks of
 their own, so that no cell waits behind another cell for the network it attacks; a cell is handed
 out once both of its networks exist. Workers share those networks through the cache (a second
@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from kdbench.cells import cell_title, twin_record
-from kdbench.config import Cell, RunPlan, available_cores, worker_device
+from kdbench.config import Cell, RunPlan, worker_device
 from kdbench.discovery import load_plugins
 from kdbench.errors import BenchError
 from kdbench.progress import Progress
@@ -129,7 +129,7 @@ def worker_pool(plan: RunPlan, workers: int) -> Iterator[ProcessPoolExecutor]:
     slots = context.Queue()
     for worker in range(workers):
         slots.put(worker)
-    threads = max(1, available_cores() // workers)
+    threads = plan.threads
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(
         workers,

@@ -22,7 +22,9 @@ from kdbench.errors import ConfigError
 from kdbench.faults import FAULT_ENV
 from kdbench.workers import Network, build_order
 
-MATRIX = ["preset=tiny", "quiet=true", "defense=[normal,nasty]", "attack=[kd,blackbox]", "student=[mlp,cnn1]"]
+# the thread count each of two workers gets on this machine, pinned so that workers=1 trains alike
+THREADS = f"threads={max(1, available_cores() // 2)}"
+MATRIX = ["preset=tiny", "quiet=true", "defense=[normal,nasty]", "attack=[kd,blackbox]", "student=[mlp,cnn1]", THREADS]
 
 
 def records_of(folder: Path) -> dict[str, dict]:
@@ -36,14 +38,11 @@ def records_of(folder: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def in_one_process(tmp_path_factory) -> dict[str, dict]:
-    """The matrix in this process, with the thread count each of two workers gets."""
+    """The matrix in this process, with the thread count each of two workers gets (``threads``)."""
     results = tmp_path_factory.mktemp("sequential")
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, available_cores() // 2))
-    try:
-        assert main(["run", *MATRIX, f"results_dir={results}", "workers=1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main(["run", *MATRIX, f"results_dir={results}", "workers=1"]) == 0
+    assert torch.get_num_threads() == threads  # the run's thread count does not leak into the caller
     return records_of(results)
 
 
@@ -51,8 +50,29 @@ def test_two_workers_write_the_records_of_one_process(tmp_path, in_one_process):
     assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
     assert len(in_one_process) == 8
     assert records_of(tmp_path) == in_one_process
+    assert {r["extra"]["threads"] for r in in_one_process.values()} == {max(1, available_cores() // 2)}
     settings = json.loads((tmp_path / "synthetic" / "run.json").read_text())
-    assert settings["workers"] == 2
+    assert settings["workers"] == 2 and settings["threads"] == max(1, available_cores() // 2)
+
+
+def test_the_thread_count_is_part_of_every_cpu_key_and_follows_the_workers_by_default(monkeypatch):
+    import kdbench.config
+    from kdbench.config import compose_config, plan_from_config
+
+    def plan(*overrides):
+        return plan_from_config(compose_config(["preset=tiny", "device=cpu", *overrides]))
+
+    monkeypatch.setattr(kdbench.config, "available_cores", lambda: 4)
+    one, two = plan("workers=1"), plan("workers=2")
+    assert (one.threads, two.threads, plan("workers=8").threads) == (4, 2, 1)
+    cell = one.cells[0]
+    # another thread count trains other bits: nothing trained with one is reused under the other
+    assert one.cell_key(cell) != two.cell_key(cell)
+    assert one.network_identity("mlp", 0) != two.network_identity("mlp", 0)
+    # pinned, the worker count no longer matters
+    assert plan("workers=1", "threads=2").cell_key(cell) == plan("workers=2", "threads=2").cell_key(cell)
+    with pytest.raises(ConfigError, match=r"threads must be a positive integer or auto, got 0"):
+        plan("threads=0")
 
 
 def start_bench(results: Path, *, fault: str | None = None, marker: str = "") -> subprocess.Popen:
