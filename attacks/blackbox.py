@@ -103,6 +103,13 @@ class BlackboxKD(Attack):
         self.data_access = SOURCES[cfg.source]
         self.query_budget = cfg.budget
 
+    def check_task(self, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        if self.access is Access.TOP_K and self.cfg.top_k > num_classes:
+            raise ConfigError(
+                f"attack.blackbox.top_k={self.cfg.top_k} exceeds the dataset's {num_classes} classes; "
+                f"allowed: 1 to {num_classes}"
+            )
+
     def query_pool(self, ctx: AttackContext) -> Tensor:
         """The uint8 images the attacker will send, in the teacher's input format."""
         fmt = ctx.input_format

@@ -101,6 +101,14 @@ class Plugin:
     def __init__(self, cfg: Any = None) -> None:
         self.cfg = cfg
 
+    def check_task(self, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+        """Raise ConfigError if these options cannot work on a dataset of ``num_classes`` classes of
+        images of ``input_shape`` (C×H×W), naming the option and what is allowed.
+
+        Called while the run is checked, before anything trains, with the dataset's shape.
+        """
+        return  # most plugins work on any dataset
+
 
 class Defense(Plugin, ABC):
     """Builds the protected teacher for one (dataset, teacher architecture, seed)."""

@@ -18,7 +18,10 @@ import functools
 import hashlib
 import json
 import os
+import re
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,9 +52,17 @@ def _current_umask() -> int:
 FILE_MODE = 0o666 & ~_current_umask()
 
 
+HOST = socket.gethostname().replace(".", "_").replace("/", "_")
+# A temporary of a writer on another machine (a shared cluster filesystem) cannot be asked about its
+# process: it is judged stale by age alone, long after any write could still be going on.
+FOREIGN_TEMPORARY_AGE_S = 24 * 3600
+_TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp$")
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's host and pid in the name: a later run can tell a dead writer's leftover from a live write
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{HOST}-{os.getpid()}.", suffix=".tmp")
     try:
         os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -63,6 +74,37 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the ``.*.tmp`` files in ``folder`` left by writers that died mid-write (killed runs);
+    returns them. A temporary of a live process on this machine is never touched; one from another
+    machine, or without a writer in its name (older kdbench), only once it is a day old."""
+    removed = []
+    now = time.time()
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else []:
+        match = _TEMPORARY.match(tmp.name)
+        try:
+            if match and match["host"] == HOST:
+                stale = not _alive(int(match["pid"]))
+            else:
+                stale = now - tmp.stat().st_mtime > FOREIGN_TEMPORARY_AGE_S
+            if stale:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:
+            continue  # renamed into place or removed by its writer meanwhile
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -93,10 +135,24 @@ class ArtifactCache:
         return load_checkpoint(path, expected_arch)
 
     @contextmanager
-    def lock(self, key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    def claim_cell(self, key: str, cell: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the claim on the cell computation ``key`` (named ``cell``), like a network's lock: of
+        several runs on one folder that need it, one computes it and the others then reuse its record."""
+        with self.lock(key, on_wait, suffix=".cell.lock", waiting_for=f"computing cell {cell}"):
+            yield
+
+    @contextmanager
+    def lock(
+        self,
+        key: str,
+        on_wait: Callable[[str], None] | None = None,
+        *,
+        suffix: str = ".pt.lock",
+        waiting_for: str | None = None,
+    ) -> Iterator[None]:
         """Hold the exclusive lock of ``key``'s artifact (waiting for another process that holds it)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        lock_path = self.root / f"{key}.pt.lock"
+        lock_path = self.root / f"{key}{suffix}"
         # Read-only is enough for flock, and works on a lock file another user of a shared cache made.
         fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
         try:
@@ -104,7 +160,7 @@ class ArtifactCache:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if on_wait is not None:
-                    on_wait(f"waiting for another process to finish building {self.path(key)}")
+                    on_wait(f"waiting for another process to finish {waiting_for or f'building {self.path(key)}'}")
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError as err:  # a filesystem without flock (some network mounts)
                 raise BenchError(
@@ -142,7 +198,14 @@ class ArtifactCache:
                     train()
                     self.save(key, model.state_dict(), meta={**meta, "arch": arch})
                     return self.path(key)
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, TypeError, ValueError) as err:  # the right architecture's name, other shapes
+            details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+            raise CorruptArtifactError(
+                f"checkpoint {self.path(key)} does not fit the {arch!r} network "
+                f"({details[0] if details else type(err).__name__}); delete it to retrain"
+            ) from None
         return self.path(key)
 
     def _load_fresh(self, key: str, arch: str, fresh_after: float | None) -> dict[str, torch.Tensor] | None:
@@ -163,12 +226,12 @@ def load_checkpoint(path: Path, expected_arch: str) -> dict[str, torch.Tensor]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt bytes or a pickle that asks for code: never executed
         raise CorruptArtifactError(
-            f"checkpoint {path} cannot be loaded safely ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            f"delete it to retrain"
+            f"checkpoint {path} cannot be loaded safely: {_why_refused(path, err)}; delete it to retrain"
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CorruptArtifactError(f"checkpoint {path} is not a kdbench checkpoint; delete it to retrain")
-    arch = payload.get("meta", {}).get("arch")
+    meta = payload.get("meta")
+    arch = meta.get("arch") if isinstance(meta, dict) else None
     if arch != expected_arch:
         raise CorruptArtifactError(
             f"checkpoint {path} holds a {arch!r} network, not {expected_arch!r}; delete it to retrain"
@@ -193,3 +256,26 @@ def file_digest(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     return _digest(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def _why_refused(path: Path, err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``, in kdbench's words.
+
+    Never torch's own advice for a refused pickle (re-running with ``weights_only=False`` "will
+    likely succeed"): for a file of unknown origin that would run whatever code it holds.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    if "Weights only load failed" in text:
+        found = re.findall(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        named = f" (it asks for {', '.join(dict.fromkeys(found))})" if found else ""
+        return (
+            f"it holds pickled code or objects{named} that weights_only loading refuses, "
+            "and kdbench never runs code from a checkpoint"
+        )
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty (0 bytes)"
+    except OSError:
+        pass
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(err).__name__}: {first}" if first else f"{type(err).__name__} (truncated or not a checkpoint)"

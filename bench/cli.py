@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
+import threading
 import time
 from dataclasses import MISSING, Field, replace
 from typing import Any
 
-from kdbench.errors import BenchError
+from kdbench.errors import BenchError, Terminated
 from rich.console import Console
 
 USAGE = """\
@@ -25,8 +27,9 @@ examples:
   bench run all defense.nasty.omega=0.1 train.epochs=30
   bench run all -m hydra/launcher=joblib hydra.launcher.n_jobs=2
 
-exit status of run: 0 every cell has a result (ok or diverged), 1 some cell failed (listed on
-stderr), 2 bad input (nothing trained), 130 interrupted
+exit status of run: 0 every cell has a result (ok or diverged), 1 some cell failed or some record
+file is unreadable (each listed on stderr), 2 bad input (nothing trained), 130 interrupted (143 on
+SIGTERM); of report: 0, or 1 when a record file is unreadable (the tables leave it out and say so)
 """
 
 
@@ -61,7 +64,18 @@ def _run(overrides: list[str], console: Console) -> int:
     for record in failed:
         where = f" (traceback: {record.extra['traceback']})" if record.extra.get("traceback") else ""
         print(f"failed: {record.cell}: {record.reason}{where}", file=sys.stderr)
-    return 1 if failed else 0
+    unreadable = _warn_unreadable(plan.dataset_dir)
+    return 1 if failed or unreadable else 0
+
+
+def _warn_unreadable(folder: Any) -> int:
+    """Name on stderr each record file the tables left out; their number (the tables are incomplete)."""
+    from kdbench.report import unreadable_records
+
+    unreadable = unreadable_records(folder)
+    for path, reason in unreadable:
+        print(f"unreadable record: {path}: {reason}; left out of the tables", file=sys.stderr)
+    return len(unreadable)
 
 
 def _multirun(overrides: list[str], console: Console) -> int:
@@ -92,11 +106,13 @@ def _report(overrides: list[str], console: Console) -> int:
     named = any(o.split("=", 1)[0].lstrip("+~") in ("dataset", "preset") for o in overrides)
     found = sorted(p.parent for p in results.glob("*/records") if p.is_dir())
     folders = [results / str(cfg.dataset.name)] if named or not found else found
+    unreadable = 0
     for folder in folders:
         board = write_reports(folder)
         print_terminal_view(board, console, f"kdbench: {folder.name}", folder)
         console.print(f"tables rebuilt in {folder}/", soft_wrap=True)
-    return 0
+        unreadable += _warn_unreadable(folder)
+    return 1 if unreadable else 0
 
 
 def _default(option: Field) -> Any:
@@ -153,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args(argv)
     console = Console()
+    previous = _stop_on_sigterm()
     overrides = list(args.overrides)
     try:
         if args.command == "run":
@@ -172,12 +189,32 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"failed: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as err:
         print(
-            "interrupted: finished cells and trained teachers are saved; rerun the same command to continue",
+            f"{'terminated' if isinstance(err, Terminated) else 'interrupted'}: finished cells and trained "
+            "teachers are saved; rerun the same command to continue",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_TERMINATED if isinstance(err, Terminated) else EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _stop_on_sigterm() -> Any:
+    """SIGTERM unwinds like Ctrl-C (the worker pool ends its workers); the previous handler, or None
+    off the main thread, where Python cannot install one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 if __name__ == "__main__":

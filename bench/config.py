@@ -30,6 +30,7 @@ from kdbench.paper import check_paper_table
 from kdbench.records import cell_name
 from kdbench.registry import Entry, Registry, build
 from kdbench.train import Acceleration, Recipe, resolve_acceleration
+from kdbench.typecheck import check_types
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -63,11 +64,22 @@ def compose_config(overrides: list[str]) -> DictConfig:
     return cfg
 
 
+# OmegaConf's names for the types a structured config field converts a value to
+_OMEGACONF_TYPES = {"Float": "a number", "Integer": "an integer", "Boolean": "true or false", "String": "a string"}
+
+
 def _hydra_message(err: BaseException) -> str:
     parts = []
     while err is not None:
+        # A value a plugin's option dataclass cannot take: name the field, what it takes, and the value.
+        wanted = re.search(r"could not be converted to (\w+)", str(err))
+        if getattr(err, "full_key", None) and wanted:
+            allowed = _OMEGACONF_TYPES.get(wanted.group(1), wanted.group(1))
+            return f"{err.full_key} must be {allowed}, got {err.value!r}"
         text = str(err).split("\nConfig search path:")[0].strip()
-        if text and text not in parts:
+        # OmegaConf chains its unformatted template ("Value '$VALUE' of type '$VALUE_TYPE' ..."): skip it
+        text = re.sub(r"\n\s*(full_key|object_type)[:=].*", "", text)
+        if text and text not in parts and "$VALUE" not in text:
             parts.append(text)
         err = err.__cause__ or err.__context__
     return re.sub(r"\n\s*", " ", "; ".join(parts))
@@ -111,6 +123,7 @@ class RunPlan:
     config: DictConfig
     recipe_by_model: dict[str, Recipe] = field(default_factory=dict)  # architectures trained otherwise
     workers: int = 1  # cells computed at once, each in its own process (1: in this process)
+    threads: int = 1  # intra-op threads each network trains with, whichever process trains it
     paper: str | None = None  # the published table the leaderboard shows beside the measured figures
     reference_dir: Path | None = None  # committed reference runs to compare with (never written)
     rerun: bool = False  # recompute the selected cells, retrain their networks
@@ -153,6 +166,8 @@ class RunPlan:
             "bf16": self.acceleration.bf16,
             "recipe": asdict(self.recipe_for(arch)),
             "seed": seed,
+            # CPU reductions are split per thread, so the same seed gives other bits with other threads
+            **({"threads": self.threads} if self.device.type == "cpu" else {}),
         }
 
     def cell_key(self, cell: Cell) -> dict[str, Any]:
@@ -213,6 +228,7 @@ def _as_dataclass(cls: type, node: Any, where: str) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    check_types(cls, values, where)
     try:
         return cls(**values)
     except TypeError as err:
@@ -305,8 +321,16 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     only_seed = cfg.get("seed")
     if only_seed is not None and (not isinstance(only_seed, int) or isinstance(only_seed, bool) or only_seed < 0):
         raise ConfigError(f"seed must be a non-negative integer (one seed to run) or null, got {only_seed!r}")
+    if only_seed is not None and only_seed >= seeds:
+        raise ConfigError(
+            f"seed={only_seed} is not one of the run's seeds=0..{seeds - 1} (seeds={seeds}); "
+            f"allowed: seed 0 to {seeds - 1}, or raise seeds above {only_seed}"
+        )
     recipe = _as_dataclass(Recipe, cfg.train, "train")
+    recipe.check_milestones()
     recipe_by_model = _recipes_by_model(recipe, cfg.get("train_by_model"))
+    for arch, own in recipe_by_model.items():
+        own.check_milestones(f"train_by_model.{arch}")
     paper = cfg.get("paper")
     if paper is not None:
         check_paper_table(str(paper))
@@ -342,7 +366,8 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         preset=str(cfg.get("preset_name", "default")),
         config=cfg,
         recipe_by_model=recipe_by_model,
-        workers=resolve_workers(cfg.get("workers", 1), device),
+        workers=(workers := resolve_workers(cfg.get("workers", 1), device)),
+        threads=resolve_threads(cfg.get("threads", "auto"), workers),
         paper=None if paper is None else str(paper),
         reference_dir=reference_dir,
         rerun=rerun,
@@ -390,6 +415,16 @@ def resolve_workers(setting: Any, device: torch.device) -> int:
     raise ConfigError(f"workers must be a positive integer or auto, got {setting!r}")
 
 
+def resolve_threads(setting: Any, workers: int) -> int:
+    """``auto``: the cores shared out among the workers (at least one each), whether or not a run
+    ends up starting them, so that a network trains with the same threads however it is scheduled."""
+    if setting == "auto":
+        return max(1, available_cores() // workers)
+    if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
+        return setting
+    raise ConfigError(f"threads must be a positive integer or auto, got {setting!r}")
+
+
 def worker_device(device: torch.device, worker: int) -> torch.device:
     """Worker k's device: with ``device=cuda`` (no index) and several GPUs, GPU k mod n."""
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
@@ -409,5 +444,7 @@ def _recipes_by_model(recipe: Recipe, node: DictConfig | None) -> dict[str, Reci
             recipes[str(name)] = _as_dataclass(Recipe, merged, where)
         except ConfigError as err:
             message = str(err)
+            if message.startswith("train."):  # Recipe names its fields train.<field>; here they are the model's
+                message = f"{where}.{message.removeprefix('train.')}"
             raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from None
     return recipes

@@ -11,3 +11,7 @@ class ConfigError(BenchError):
 
 class DatasetNotFoundError(BenchError):
     """A dataset folder that is missing or incomplete while downloads are off."""
+
+
+class Terminated(BaseException):
+    """SIGTERM reached ``bench``: unwinds like Ctrl-C (workers ended, finished cells kept), exit 143."""

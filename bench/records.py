@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +60,52 @@ class RecordStore:
         if not path.exists():
             return None
         try:
-            return Record(**json.loads(path.read_text()))
-        except (json.JSONDecodeError, TypeError):
+            return read_record(path)
+        except UnreadableRecord:
             return None  # unreadable: the cell is simply recomputed
 
     def put(self, record: Record) -> None:
         atomic_write_text(self.path(record.cell), json.dumps(asdict(record), indent=1, sort_keys=True) + "\n")
 
     def all(self) -> list[Record]:
-        records = (self.get(p.stem) for p in sorted(self.folder.glob("*.json")))
-        return [r for r in records if r is not None]
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[Record], list[tuple[Path, str]]]:
+        """Every readable record, and each unreadable one's path with what is wrong with it."""
+        records, unreadable = [], []
+        for path in sorted(self.folder.glob("*.json")):
+            try:
+                records.append(read_record(path))
+            except UnreadableRecord as err:
+                unreadable.append((path, str(err)))
+            except FileNotFoundError:
+                continue  # replaced or removed by another process since the listing
+        return records, unreadable
+
+
+class UnreadableRecord(ValueError):
+    """A record file that is not a JSON object of a record's fields (the message says what is wrong)."""
+
+
+_JSON_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def read_record(path: Path) -> Record:
+    try:
+        data = json.loads(path.read_bytes().decode())
+    except UnicodeDecodeError:
+        raise UnreadableRecord("not UTF-8 text") from None
+    except json.JSONDecodeError as err:
+        raise UnreadableRecord(f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    if not isinstance(data, dict):
+        raise UnreadableRecord(f"a JSON {_JSON_TYPES.get(type(data), type(data).__name__)}, not an object") from None
+    known = {f.name for f in fields(Record)}
+    required = {f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING}
+    if missing := sorted(required - set(data)):
+        raise UnreadableRecord(f"lacks field(s) {', '.join(missing)}")
+    if unknown := sorted(set(data) - known):
+        raise UnreadableRecord(f"has unknown field(s) {', '.join(unknown)}")
+    try:
+        return Record(**data)
+    except TypeError as err:
+        raise UnreadableRecord(str(err)) from None

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from kdbench.cache import atomic_write_text
+from kdbench.cache import atomic_write_text, remove_stale_temporaries
 from kdbench.errors import BenchError
 from kdbench.paper import paper_note, with_paper_figures
 from kdbench.records import STATUS_OK, Record, RecordStore
@@ -464,10 +464,17 @@ def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.Da
     """Rebuild records.csv, leaderboard.csv, leaderboard.md and the plots of one results folder."""
     from kdbench.plots import plot_matrix, plot_tradeoff
 
-    records = RecordStore(folder).all()
-    if not records:
+    for stale in (folder, folder / "records"):  # what killed runs left half-written
+        remove_stale_temporaries(stale)
+    records, unreadable = RecordStore(folder).scan()
+    if not records and not unreadable:
         raise BenchError(
             f"no records under {folder}/records; run `bench run all` (or `bench run all dataset=...`) first"
+        )
+    if not records:
+        raise BenchError(
+            f"no readable record under {folder}/records ({len(unreadable)} unreadable, e.g. {unreadable[0][0]}: "
+            f"{unreadable[0][1]}); delete or fix them, or rerun `bench run all` to recompute them"
         )
     settings_path = folder / SETTINGS_FILE
     if settings is not None:
@@ -482,7 +489,25 @@ def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.Da
     title = str((settings or {}).get("dataset", folder.name))
     atomic_write_text(folder / "records.csv", frame.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(folder / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(folder / "leaderboard.md", leaderboard_markdown(board, settings or {}))
+    markdown = leaderboard_markdown(board, settings or {})
+    if unreadable:
+        markdown += "\n" + unreadable_note(unreadable)
+    atomic_write_text(folder / "leaderboard.md", markdown)
     plot_tradeoff(board, folder / "tradeoff.png", title)
     plot_matrix(board, folder / "matrix.png", title)
     return board
+
+
+def unreadable_records(folder: Path) -> list[tuple[Path, str]]:
+    """The record files of ``folder`` that the tables had to leave out, with what is wrong with each."""
+    return RecordStore(folder).scan()[1]
+
+
+def unreadable_note(unreadable: list[tuple[Path, str]]) -> str:
+    """The leaderboard's warning that it is incomplete: each record left out, and why."""
+    lines = [
+        f"**Incomplete:** {len(unreadable)} record file(s) could not be read and are left out of every "
+        "table above (fix or delete them; `bench run` recomputes a deleted cell):",
+        "",
+    ]
+    return "\n".join([*lines, *(f"- `{path.name}`: {reason}" for path, reason in unreadable)]) + "\n"

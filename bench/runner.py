@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import torch
 from kdbench.api import ATTACKS, DEFENSES, AttackContext, DataAccess, DefenseContext
 from kdbench.cache import ArtifactCache, atomic_write_text, config_hash, file_digest
 from kdbench.cells import FINAL_STATUSES, cell_title, outcome, twin_record
@@ -86,20 +87,38 @@ class Runner:
         for i, (cell, key) in enumerate(todo, 1):
             title = cell_title(cell, i, len(todo))
             twin = measured.get(key)
+            computed = True
             if twin is not None:
                 self.progress.log(f"{title}: the same computation as {twin.cell}, measured already")
                 record = twin_record(cell, twin)
+                self.store.put(record)
             else:
                 self.progress.log(title)
                 self.progress.working([cell.name])
-                record = self.run_cell(cell, key)
-                self.progress.log(f"{title}: {outcome(record)}")
-            self.store.put(record)
+                record, computed = self.claimed_cell(cell, key)  # written by whoever computed it
+                if computed:
+                    self.progress.log(f"{title}: {outcome(record)}")
             self.progress.unit_done()
             if record.status in FINAL_STATUSES:
                 measured[key] = record
-            done.append(record)
+            if computed:
+                done.append(record)
         return done
+
+    def claimed_cell(self, cell: Cell, key: str) -> tuple[Record, bool]:
+        """``cell``'s record and whether this process computed it (and wrote it). The cell is claimed
+        under the cache's lock first: if another run on the same folder holds the claim, this one
+        waits, then takes over the final record that run wrote instead of computing the cell again."""
+        with self.cache.claim_cell(key, cell.name, self.progress.log):
+            existing = self.store.get(cell.name)
+            # with rerun, only a record written since this run started (by a concurrent run) counts
+            fresh = not self.plan.rerun or self.store.path(cell.name).stat().st_mtime >= self.plan.started_at
+            if existing is not None and existing.key == key and existing.status in FINAL_STATUSES and fresh:
+                self.progress.log(f"{cell.name}: computed by another run on this folder, reused")
+                return existing, False
+            record = self.run_cell(cell, key)
+            self.store.put(record)
+            return record, True
 
     # -- the pieces every cell needs, built once per run -------------------------------------
 
@@ -192,7 +211,7 @@ class Runner:
         start = time.perf_counter()
         fields: dict[str, Any] = {"teacher_acc": None, "student_acc": None, "baseline_acc": None, "drop": None}
         status, reason = STATUS_OK, ""
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"threads": torch.get_num_threads()}  # the intra-op threads it trained with
         try:
             built = self.teacher(cell.teacher, cell.defense, cell.seed)
             fields["teacher_acc"], extra["owner_cost"] = built.accuracy, built.owner_cost

@@ -16,6 +16,7 @@ from kdbench.faults import fault_point
 from kdbench.losses import cross_entropy
 from kdbench.progress import Progress
 from kdbench.teacher_answers import Answered, answered_batches
+from kdbench.typecheck import check_types
 from torch import Tensor, nn
 
 # A batch is (inputs, targets): the labels, or for distillation the labels with the teacher's
@@ -39,6 +40,7 @@ class Recipe:
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
+        check_types(Recipe, vars(self), "train")
         if self.epochs <= 0:
             raise ConfigError(f"train.epochs must be a positive integer, got {self.epochs}")
         if self.batch_size <= 0:
@@ -49,6 +51,26 @@ class Recipe:
             raise ConfigError(f"train.optimizer {self.optimizer!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"train.schedule {self.schedule!r} is unknown; allowed: {', '.join(SCHEDULES)}")
+        if not 0 <= self.momentum <= 1:
+            raise ConfigError(f"train.momentum must be in [0, 1], got {self.momentum}")
+        if not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"train.weight_decay must be >= 0 and finite, got {self.weight_decay}")
+        if not 0 < self.gamma < math.inf:
+            raise ConfigError(f"train.gamma (the multistep factor) must be > 0 and finite, got {self.gamma}")
+        if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
+            raise ConfigError(
+                f"train.milestones must be increasing positive epochs (e.g. [80, 120]), got {list(self.milestones)}"
+            )
+
+    def check_milestones(self, where: str = "train") -> None:
+        """Refuse a multistep schedule whose milestones all lie past the last epoch: the rate would never
+        decay (``train.epochs=12`` with the default milestones 80 and 120)."""
+        late = [m for m in self.milestones if m >= self.epochs]
+        if self.schedule == "multistep" and late:
+            raise ConfigError(
+                f"{where}.milestones {list(self.milestones)}: {', '.join(map(str, late))} not before the last of "
+                f"{where}.epochs={self.epochs}; allowed: epochs 1 to {self.epochs - 1} (or train.schedule=cosine)"
+            )
 
 
 OPTIMIZERS = ("sgd", "adam")

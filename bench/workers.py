@@ -1,7 +1,7 @@
 """Cells on several worker processes at once (``workers=N``; ``auto``: one per GPU, one per CPU core).
 
 The parent schedules and each worker computes: a worker is a :class:`~kdbench.runner.Runner` of its
-own (its own data, its own memo of teachers) in a spawned process with ``cores / workers`` threads,
+own (its own data, its own memo of teachers) in a spawned process with the plan's ``threads``,
 on its own GPU when there are several. Teachers and scratch baselines are built first, as tasks of
 their own, so that no cell waits behind another cell for the network it attacks; a cell is handed
 out once both of its networks exist. Workers share those networks through the cache (a second
@@ -12,7 +12,10 @@ record themselves the moment the cell ends, so stopping the parent loses only un
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -21,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from kdbench.cells import cell_title, outcome, twin_record
-from kdbench.config import Cell, RunPlan, available_cores, worker_device
+from kdbench.config import Cell, RunPlan, worker_device
 from kdbench.discovery import load_plugins
 from kdbench.errors import BenchError
 from kdbench.progress import Progress, RemoteProgress, relay_events
@@ -73,9 +76,25 @@ def build_order(cells: list[Cell]) -> list[Network]:
 _runner: Runner | None = None  # this worker's Runner, made by _start_worker
 
 
-def _start_worker(plan_bytes: bytes, threads: int, slots: multiprocessing.Queue, events: multiprocessing.Queue) -> None:
+# How often a worker checks that the process that started it is still there (seconds).
+PARENT_POLL_S = 0.2
+EXIT_PARENT_GONE = 70  # a worker's exit status once its parent is gone (nobody is left to read it)
+
+
+def _watch_parent(parent: int) -> None:
+    """End this worker the moment its parent is gone (killed with SIGKILL, which no handler sees):
+    the worker is then reparented, and its cells would go on training for nobody."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(EXIT_PARENT_GONE)  # mid-write temporaries are removed by the next run
+
+
+def _start_worker(
+    plan_bytes: bytes, threads: int, slots: multiprocessing.Queue, events: multiprocessing.Queue, parent: int
+) -> None:
     import signal
 
+    threading.Thread(target=_watch_parent, args=(parent,), name="kdbench-parent-watch", daemon=True).start()
     # Ctrl-C reaches the whole process group: the parent alone decides what stops (it ends the workers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
@@ -98,12 +117,9 @@ def _build_network(network: Network) -> None:
         pass  # not an error of the run: each cell that needs this network records why it has no result
 
 
-def _compute_cells(cells: list[tuple[Cell, str]]) -> list[Record]:
-    records = []
-    for cell, key in cells:
-        records.append(_runner.run_cell(cell, key))
-        _runner.store.put(records[-1])
-    return records
+def _compute_cells(cells: list[tuple[Cell, str]]) -> list[tuple[Record, bool]]:
+    """Each cell's record, and whether this worker computed it (not another run on the same folder)."""
+    return [_runner.claimed_cell(cell, key) for cell, key in cells]
 
 
 # -- in the parent -------------------------------------------------------------------------------
@@ -118,10 +134,13 @@ def worker_pool(plan: RunPlan, workers: int, progress: Progress | None = None) -
     slots, events = context.Queue(), context.Queue()
     for worker in range(workers):
         slots.put(worker)
-    threads = max(1, available_cores() // workers)
+    threads = plan.threads
     before = set(multiprocessing.active_children())
     pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(pickle.dumps(plan), threads, slots, events)
+        workers,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(pickle.dumps(plan), threads, slots, events, os.getpid()),
     )
     try:
         with relay_events(events, progress or Progress(quiet=True)):
@@ -195,11 +214,13 @@ def run_in_workers(
                     built.add(task)
                     progress.unit_done()
                     continue
-                for (cell, key), record in zip(task, result, strict=True):
+                for (cell, key), (record, computed) in zip(task, result, strict=True):
                     finished += 1
                     progress.unit_done()
-                    progress.log(f"{cell_title(cell, finished, len(cells))}: {outcome(record)}")
-                    done.append(record)
+                    how = outcome(record) if computed else "computed by another run, reused"
+                    progress.log(f"{cell_title(cell, finished, len(cells))}: {how}")
+                    if computed:
+                        done.append(record)
                     for twin in computations[key][1:]:
                         done.append(twin_record(twin, record))
                         store.put(done[-1])

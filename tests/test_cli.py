@@ -208,3 +208,40 @@ def test_an_unwritable_results_folder_is_refused_before_training(tmp_path):
     result = run_bench_process("run", "preset=tiny", f"results_dir={blocker}")
     assert_refused_in_one_line(result, f"results folder {blocker}/synthetic is not writable")
     assert "set results_dir=<a writable folder>" in result.stderr
+
+
+# Each input of issue 20 once through the real process: one line naming the field and what it takes,
+# exit 2, no traceback, nothing written.
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train.epochs=nan"], "train.epochs must be an integer, got nan"),
+        (["train.epochs=1.5"], "train.epochs must be an integer, got 1.5"),
+        (["train.epochs=abc"], "train.epochs must be an integer, got 'abc'"),
+        (["train.batch_size=nan"], "train.batch_size must be an integer, got nan"),
+        (["train.batch_size=2.5"], "train.batch_size must be an integer, got 2.5"),
+        (["train.momentum=-1", "train.optimizer=sgd"], "train.momentum must be in [0, 1], got -1"),
+        (["train.weight_decay=-1"], "train.weight_decay must be >= 0 and finite, got -1"),
+        (["train.milestones=[abc]"], "train.milestones must be a list of integers, got ['abc']"),
+        (["train.gamma=-1"], "train.gamma (the multistep factor) must be > 0 and finite, got -1"),
+        (
+            ["train.epochs=12", "train.schedule=multistep", "train.milestones=[80,120]"],
+            "train.milestones [80, 120]: 80, 120 not before the last of train.epochs=12; allowed: epochs 1 to 11",
+        ),
+        (["seeds=1", "seed=5"], "seed=5 is not one of the run's seeds=0..0 (seeds=1); allowed: seed 0 to 0"),
+        (["defense.nasty.tau=abc"], "defense.nasty.tau must be a number, got 'abc'"),
+        (["attack.kd.alpha=abc"], "attack.kd.alpha must be a number, got 'abc'"),
+        (["dataset=folder", "dataset.image_size=abc"], "dataset.image_size must be an integer or null, got 'abc'"),
+        (["defense=topk", "defense.topk.k=100"], "defense.topk.k=100 exceeds the dataset's 4 classes; allowed: 1 to 4"),
+        (["cache_dir={file}/cache"], "cache folder {file}/cache is not writable ({file} is a file)"),
+    ],
+)
+def test_issue20_bad_input_is_refused_in_one_line_before_anything_is_written(tmp_path, args, message):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    results = tmp_path / "results"
+    args = [a.format(file=blocker) for a in args]
+    result = run_bench_process("run", "preset=tiny", *args, f"results_dir={results}")
+    assert_refused_in_one_line(result, message.format(file=blocker))
+    assert "$VALUE" not in result.stderr
+    assert sorted(tmp_path.iterdir()) == [blocker]  # nothing trained or written

@@ -61,7 +61,7 @@ def test_the_command_line_wins_over_the_dataset_defaults():
         ("student=timm/not_a_model_xyz", r"unknown timm model 'not_a_model_xyz'"),
         ("defense.nasty.tau=0", r"defense.nasty.tau must be > 0, got 0"),
         ("defense.nasty.omega=-1", r"defense.nasty.omega must be >= 0, got -1"),
-        ("defense.nasty.tau=abc", r"defense.nasty.tau=abc"),
+        ("defense.nasty.tau=abc", r"^defense.nasty.tau must be a number, got 'abc'$"),
         ("attack.kd.alpha=1.5", r"attack.kd.alpha must be in \[0, 1\], got 1.5"),
         ("attack.kd.tau=-2", r"attack.kd.tau must be > 0, got -2"),
         ("train.epochs=0", r"train.epochs must be a positive integer, got 0"),
@@ -69,11 +69,115 @@ def test_the_command_line_wins_over_the_dataset_defaults():
         ("seeds=0", r"seeds must be a positive integer"),
         ("device=tpu", r"unknown device 'tpu'; allowed: auto, cpu, cuda"),
         ("+attack.kd.beta=1", r"attack.kd"),
+        # wrong types: the field and the type it takes, never a comparison error or OmegaConf's template
+        ("train.epochs=nan", r"^train.epochs must be an integer, got nan$"),
+        ("train.epochs=1.5", r"^train.epochs must be an integer, got 1.5$"),
+        ("train.epochs=abc", r"^train.epochs must be an integer, got 'abc'$"),
+        ("train.epochs=true", r"^train.epochs must be an integer, got True$"),
+        ("train.epochs=-3", r"train.epochs must be a positive integer, got -3"),
+        ("train.batch_size=nan", r"^train.batch_size must be an integer, got nan$"),
+        ("train.batch_size=2.5", r"^train.batch_size must be an integer, got 2.5$"),
+        ("train.batch_size=0", r"train.batch_size must be a positive integer, got 0"),
+        ("train.lr=abc", r"^train.lr must be a number, got 'abc'$"),
+        ("train.lr=nan", r"^train.lr must be a number, got nan$"),
+        ("train.lr=0", r"train.lr must be > 0, got 0"),
+        ("train.lr=-0.1", r"train.lr must be > 0, got -0.1"),
+        ("train.momentum=-1", r"train.momentum must be in \[0, 1\], got -1"),
+        ("train.momentum=1.5", r"train.momentum must be in \[0, 1\], got 1.5"),
+        ("train.momentum=abc", r"^train.momentum must be a number, got 'abc'$"),
+        ("train.weight_decay=-1", r"train.weight_decay must be >= 0 and finite, got -1"),
+        ("train.weight_decay=inf", r"train.weight_decay must be >= 0 and finite, got inf"),
+        ("train.gamma=-1", r"train.gamma \(the multistep factor\) must be > 0 and finite, got -1"),
+        ("train.gamma=0", r"train.gamma \(the multistep factor\) must be > 0 and finite, got 0"),
+        ("train.milestones=[abc]", r"^train.milestones must be a list of integers, got \['abc'\]$"),
+        ("train.milestones=[1.5]", r"^train.milestones must be a list of integers, got \[1.5\]$"),
+        ("train.milestones=5", r"^train.milestones must be a list of integers, got 5$"),
+        ("train.milestones=[30,10]", r"train.milestones must be increasing positive epochs .*got \[30, 10\]"),
+        ("train.milestones=[0]", r"train.milestones must be increasing positive epochs .*got \[0\]"),
+        ("train.schedule=step", r"train.schedule 'step' is unknown; allowed: cosine, multistep, constant"),
+        ("train.optimizer=3", r"^train.optimizer must be a string, got 3$"),
+        ("+train.warmup=5", r"train: unknown option\(s\) warmup; allowed: batch_size, epochs"),
+        ("+train_by_model.mlp.epochs=1.5", r"^train_by_model.mlp.epochs must be an integer, got 1.5$"),
+        ("+train_by_model.mlp.lr=-1", r"train_by_model.mlp.lr must be > 0, got -1"),
+        ("+train_by_model.nope.lr=1", r"unknown model 'nope'"),
+        # plugin options: the field, the type it takes and the value given
+        ("attack.kd.alpha=abc", r"^attack.kd.alpha must be a number, got 'abc'$"),
+        ("attack.kd.tau=[1,2]", r"^attack.kd.tau must be a number, got \[1, 2\]$"),
+        ("defense.nasty.omega=true", r"^defense.nasty.omega must be a number, got True$"),
+        ("defense.nasty.tau=nan", r"^defense.nasty.tau must be a number, got nan$"),
+        ("attack=blackbox attack.blackbox.budget=abc", r"^attack.blackbox.budget must be an integer, got 'abc'$"),
+        ("attack=blackbox attack.blackbox.budget=0", r"attack.blackbox.budget must be a positive number of queries"),
+        ("attack=blackbox attack.blackbox.access=everything", r"attack.blackbox.access"),
+        ("defense=topk defense.topk.k=abc", r"^defense.topk.k must be an integer, got 'abc'$"),
+        ("defense=topk defense.topk.k=0", r"defense.topk.k must be a positive number of classes, got 0"),
+        # dataset options
+        ("dataset=folder dataset.image_size=abc", r"^dataset.image_size must be an integer or null, got 'abc'$"),
+        ("dataset=folder dataset.image_size=1.5", r"^dataset.image_size must be an integer or null, got 1.5$"),
+        ("dataset=synthetic dataset.shape=[1,a]", r"^dataset.shape must be a list of integers, got \[1, 'a'\]$"),
+        ("dataset=synthetic dataset.num_classes=abc", r"^dataset.num_classes must be an integer, got 'abc'$"),
+        ("dataset.heldout_fraction=1.5", r"dataset.heldout_fraction must be in \[0, 1\), got 1.5"),
+        ("dataset=cifar10 device=cpu dataset.augment=maybe", r"^dataset.augment must be true or false, got 'maybe'$"),
+        # seeds, milestones past the run's end
+        ("seeds=1 seed=5", r"^seed=5 is not one of the run's seeds=0..0 \(seeds=1\); allowed: seed 0 to 0"),
+        ("seeds=3 seed=3", r"^seed=3 is not one of the run's seeds=0..2 \(seeds=3\); allowed: seed 0 to 2"),
+        ("seed=-1", r"seed must be a non-negative integer"),
+        ("seeds=abc", r"seeds must be a positive integer"),
+        (
+            "train.epochs=12 train.schedule=multistep train.milestones=[80,120]",
+            r"^train.milestones \[80, 120\]: 80, 120 not before the last of train.epochs=12; allowed: epochs 1 to 11",
+        ),
+        ("train.epochs=100 train.schedule=multistep train.milestones=[50,100]", r"100 not before the last of"),
+        ("dataset=cifar10 device=cpu train.epochs=12", r"train.milestones \[80, 120\]: 80, 120 not before"),
+        ("workers=0", r"workers must be a positive integer or auto, got 0"),
+        ("precision=fp8", r"precision 'fp8' is unknown; allowed: auto, fp32, bf16"),
+        ("channels_last=sometimes", r"channels_last must be auto, true or false"),
     ],
 )
 def test_bad_input_is_one_clear_error(override, message):
-    with pytest.raises(ConfigError, match=message):
-        plan(override)
+    with pytest.raises(ConfigError, match=message) as raised:
+        plan(*override.split())
+    assert "\n" not in str(raised.value) and "$VALUE" not in str(raised.value)
+
+
+def test_milestones_that_are_never_reached_are_allowed_without_a_multistep_schedule():
+    p = plan("train.epochs=12", "train.schedule=cosine", "train.milestones=[80,120]")
+    assert p.recipe.epochs == 12
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            ["defense=topk", "defense.topk.k=100"],
+            r"defense.topk.k=100 exceeds the dataset's 4 classes; allowed: 1 to 4",
+        ),
+        (["defense=topk", "defense.topk.k=5"], r"defense.topk.k=5 exceeds the dataset's 4 classes; allowed: 1 to 4"),
+        (
+            ["attack=blackbox", "attack.blackbox.access=top_k", "attack.blackbox.top_k=9"],
+            r"attack.blackbox.top_k=9 exceeds the dataset's 4 classes; allowed: 1 to 4",
+        ),
+        (["cache_dir={file}/cache"], r"cache folder {file}/cache is not writable \({file} is a file\)"),
+        (["results_dir={file}"], r"results folder {file}/synthetic is not writable \({file} is a file\)"),
+    ],
+)
+def test_what_depends_on_the_dataset_and_folders_is_refused_before_anything_is_written(tmp_path, overrides, message):
+    from kdbench.errors import BenchError
+    from kdbench.execute import check_runnable
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    results = tmp_path / "results"
+    overrides = [o.format(file=blocker) for o in overrides]
+    p = plan("preset=tiny", f"results_dir={results}", *overrides)
+    with pytest.raises(BenchError, match=message.format(file=blocker)):
+        check_runnable(p)
+    assert sorted(tmp_path.iterdir()) == [blocker]  # no results or cache folder made
+
+
+def test_a_topk_that_fits_the_dataset_passes_the_check(tmp_path):
+    from kdbench.execute import check_runnable
+
+    check_runnable(plan("preset=tiny", f"results_dir={tmp_path}", "defense=topk", "defense.topk.k=4"))
 
 
 def test_cuda_without_a_gpu_is_refused_before_training():

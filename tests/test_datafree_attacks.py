@@ -269,7 +269,7 @@ def test_the_paper_preset_sets_the_published_budgets():
         ("attack.deepinversion.jitter=-1", r"attack.deepinversion.jitter must be an integer >= 0, got -1"),
         ("attack.deepinversion.w_bn=-1", r"attack.deepinversion.w_bn must be >= 0, got -1"),
         ("attack.deepinversion.tau=0", r"attack.deepinversion.tau must be > 0, got 0"),
-        ("attack.deepinversion.pool_size=abc", r"attack.deepinversion.pool_size=abc"),
+        ("attack.deepinversion.pool_size=abc", r"^attack.deepinversion.pool_size must be an integer, got 'abc'$"),
     ],
 )
 def test_bad_options_are_one_clear_error(override, message):

@@ -85,11 +85,48 @@ def test_a_run_killed_anywhere_resumes_to_the_records_of_an_uninterrupted_run(tm
     strays = [p.name for p in (folder / "records").glob(".*.tmp")]
     assert len(strays) == 1 and strays[0].startswith(f".{NASTY_RECORD}."), strays  # never read as a record
 
+    # while writing a table, once both cells are recorded: a half-written leaderboard is left too
+    run_bench_killed_at(tmp_path, "kill:write/*/leaderboard.md")
+    assert sorted(records_of(folder)) == [NASTY_RECORD, NORMAL_RECORD]
+    assert [p.name for p in folder.glob(".leaderboard.md.*.tmp")], "no half-written table was left"
+    assert list((folder / "records").glob(".*.tmp")) == []  # that run removed the dead writer's record stray
+
     capsys.readouterr()
     assert main(["run", *TINY, f"results_dir={tmp_path}"]) == 0
-    assert "1 cell(s) computed, 1 reused" in capsys.readouterr().out
+    assert "0 cell(s) computed, 2 reused" in capsys.readouterr().out
     assert finished_files(folder).items() >= finished.items()  # no teacher, baseline or record redone
     assert records_of(folder) == uninterrupted
+    leftovers = [p for d in (folder, folder / "records", folder / ".cache") for p in d.glob(".*.tmp")]
+    assert leftovers == []  # the killed writers' temporaries are gone
+
+
+def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
+    import socket
+
+    from kdbench.cache import FOREIGN_TEMPORARY_AGE_S, HOST, atomic_write_text, remove_stale_temporaries
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    names = {
+        "live": f".records.csv.{HOST}-{os.getpid()}.abcd1234.tmp",  # this process: a write in progress
+        "dead": f".records.csv.{HOST}-{dead.pid}.abcd1234.tmp",
+        "foreign-new": ".records.csv.otherhost-1.abcd1234.tmp",
+        "foreign-old": ".records.csv.otherhost-2.abcd1234.tmp",
+        "unnamed-old": ".records.csv.abcd1234.tmp",  # an older kdbench: no writer in the name
+    }
+    for name in names.values():
+        (tmp_path / name).write_text("half")
+    old = time.time() - FOREIGN_TEMPORARY_AGE_S - 60
+    for kind in ("foreign-old", "unnamed-old"):
+        os.utime(tmp_path / names[kind], (old, old))
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(names[k] for k in ("dead", "foreign-old", "unnamed-old"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[k] for k in ("live", "foreign-new"))
+    assert HOST in socket.gethostname().replace(".", "_")
+    atomic_write_text(tmp_path / "x.json", "{}")  # a finished write leaves no temporary of its own
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*(names[k] for k in ("live", "foreign-new")), "x.json"]
+    )
 
 
 def wait_until_stopped(process: subprocess.Popen, timeout: float = 300) -> None:
@@ -106,7 +143,7 @@ def wait_until_stopped(process: subprocess.Popen, timeout: float = 300) -> None:
 def wait_for_text(path: Path, text: str, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if text in path.read_text():
+        if text in " ".join(path.read_text().split()):  # the console wraps long lines
             return
         assert process.poll() is None, f"the run ended without printing {text!r}: {path.read_text()}"
         time.sleep(0.05)
@@ -124,7 +161,8 @@ def test_two_runs_on_one_folder_train_each_teacher_once(tmp_path, uninterrupted)
         # The second run is killed if it ever trains the normal teacher itself.
         with open(log, "w") as out:
             second = start_bench(results, "quiet=false", fault="kill:train/teacher normal*", stdout=out)
-        wait_for_text(log, "waiting for another process to finish building", second)
+        # (it waits on the claim of the cell that needs the teacher, or on the teacher's own lock)
+        wait_for_text(log, "waiting for another process to finish", second)
         first.send_signal(signal.SIGCONT)
         assert first.wait(timeout=300) == 0
         assert second.wait(timeout=300) == 0, log.read_text()
@@ -156,3 +194,34 @@ def test_a_fault_point_signals_only_at_the_chosen_hit_of_a_matching_point(monkey
     for name in ("train/kd a", "train/scratch mlp", "train/kd b", "train/kd c"):
         fault_point(name)
     assert sent == [(os.getpid(), signal.SIGKILL)]  # at "train/kd b", the second match, only
+
+
+def computed_count(log: Path) -> int:
+    """N of the summary line "N cell(s) computed, M reused" of a finished run's output."""
+    (line,) = [line for line in log.read_text().splitlines() if " cell(s) computed, " in line]
+    return int(line.split(" cell(s) computed, ")[0].split()[-1])
+
+
+def test_two_concurrent_runs_on_one_folder_compute_each_cell_once_in_total(tmp_path, uninterrupted):
+    results = tmp_path / "results"
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    runs: list[subprocess.Popen] = []
+    try:
+        # The first run freezes while distilling the first cell's student, holding that cell's claim.
+        with open(logs[0], "w") as out:
+            runs.append(start_bench(results, fault="stop:train/kd digits_cnn/normal*", stdout=out))
+        wait_until_stopped(runs[0])
+        with open(logs[1], "w") as out:
+            runs.append(start_bench(results, "quiet=false", stdout=out))
+        wait_for_text(logs[1], "waiting for another process to finish computing cell digits_cnn__normal__kd", runs[1])
+        runs[0].send_signal(signal.SIGCONT)
+        for run, log in zip(runs, logs, strict=True):
+            assert run.wait(timeout=300) == 0, log.read_text()
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    assert computed_count(logs[0]) + computed_count(logs[1]) == 2  # two cells, each computed once
+    assert "computed by another run on this folder, reused" in " ".join(logs[1].read_text().split())
+    assert records_of(results / "synthetic") == uninterrupted

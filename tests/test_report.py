@@ -106,3 +106,42 @@ def test_a_defense_with_more_teachers_is_ranked_per_teacher(tmp_path):
     ]
     markdown = (tmp_path / "leaderboard.md").read_text()
     assert "| 1 | b nasty |" in markdown and "| 2 | a normal |" in markdown
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (b'{"dataset": "toy", ', "not valid JSON (Expecting property name enclosed in double quotes"),
+        (b"[1, 2]", "a JSON list, not an object"),
+        (b'"nasty"', "a JSON string, not an object"),
+        (b'{"dataset": "toy", "defense": "nasty"}', "lacks field(s) attack, baseline_acc, drop, key, seed"),
+        (b"\xff\xfe", "not UTF-8 text"),
+    ],
+)
+def test_bench_report_names_each_unreadable_record_keeps_the_others_and_exits_1(folder, content, reason, capsys):
+    from kdbench.cli import main
+
+    # every nasty record becomes unreadable but one: the defense must not silently vanish
+    for path in sorted((folder / "records").glob("t__nasty__*.json")):
+        path.write_bytes(content)
+    (folder / "leaderboard.md").unlink()
+    capsys.readouterr()
+    assert main(["report", f"results_dir={folder.parent}", f"dataset.name={folder.name}"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    bad = sorted((folder / "records").glob("t__nasty__*.json"))
+    assert len(bad) == 4 and len(err) == 4
+    for line, path in zip(err, bad, strict=True):
+        assert line.startswith(f"unreadable record: {path}: {reason}") and line.endswith("left out of the tables")
+    markdown = (folder / "leaderboard.md").read_text()
+    assert "| normal |" in markdown  # the readable records are still tabulated
+    assert "**Incomplete:** 4 record file(s) could not be read" in markdown
+    assert f"- `{bad[0].name}`: {reason}" in markdown
+
+
+def test_a_folder_of_unreadable_records_only_is_refused(tmp_path, capsys):
+    from kdbench.cli import main
+
+    (tmp_path / "toy" / "records").mkdir(parents=True)
+    (tmp_path / "toy" / "records" / "x.json").write_text("[]")
+    assert main(["report", f"results_dir={tmp_path}", "dataset.name=toy"]) == 2
+    assert "no readable record under" in capsys.readouterr().err

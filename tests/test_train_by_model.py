@@ -28,7 +28,7 @@ def test_it_changes_the_keys_of_that_architecture_only():
     "override,message",
     [
         ("+train_by_model.bogus.lr=1", r"unknown model 'bogus'"),
-        ("+train_by_model.mlp.lr=-1", r"train_by_model.mlp: train.lr must be > 0, got -1"),
+        ("+train_by_model.mlp.lr=-1", r"^train_by_model.mlp.lr must be > 0, got -1$"),
         ("+train_by_model.mlp.speed=3", r"train_by_model.mlp: unknown option\(s\) speed; allowed: batch_size"),
         ("+train_by_model.mlp=3", r"train_by_model.mlp must map recipe fields to values"),
     ],

@@ -55,7 +55,21 @@ def swap_architecture(teacher: Path, folder: Path) -> str:
     return "holds a 'mlp' network, not 'digits_cnn'"
 
 
-@pytest.mark.parametrize("corrupt", [truncate, swap_architecture])
+def empty(teacher: Path, folder: Path) -> str:
+    teacher.write_bytes(b"")
+    return "cannot be loaded safely: the file is empty (0 bytes)"
+
+
+def other_shapes(teacher: Path, folder: Path) -> str:
+    """The right architecture's name over weights of other shapes."""
+    payload = torch.load(teacher, weights_only=True)
+    name, tensor = next(iter(payload["state_dict"].items()))
+    payload["state_dict"][name] = torch.zeros(tensor.shape[0] + 1, *tensor.shape[1:])
+    torch.save(payload, teacher)
+    return f"does not fit the 'digits_cnn' network (size mismatch for {name}"
+
+
+@pytest.mark.parametrize("corrupt", [truncate, swap_architecture, empty, other_shapes])
 def test_a_corrupt_cached_teacher_fails_its_cells_with_a_clear_error(tmp_path, pristine, corrupt, capsys):
     shutil.copytree(pristine, tmp_path, dirs_exist_ok=True)
     folder = tmp_path / "synthetic"
@@ -87,7 +101,11 @@ def test_a_planted_pickle_is_never_executed_and_deleting_it_retrains(tmp_path, p
 
     assert main(["run", *TINY, f"results_dir={tmp_path}", *NEW_CELLS]) == 1
     assert not marker.exists()
-    assert f"checkpoint {teacher} cannot be loaded safely" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"checkpoint {teacher} cannot be loaded safely: it holds pickled code or objects" in err
+    assert "that weights_only loading refuses, and kdbench never runs code from a checkpoint" in err
+    assert "will likely succeed" not in err and "weights_only` set to `False`" not in err  # no such advice
+    assert all(line.endswith("delete it to retrain") for line in err.splitlines())
 
     teacher.unlink()  # as the error says
     assert main(["run", *TINY, f"results_dir={tmp_path}", *NEW_CELLS]) == 0

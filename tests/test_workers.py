@@ -22,7 +22,9 @@ from kdbench.errors import ConfigError
 from kdbench.faults import FAULT_ENV
 from kdbench.workers import Network, build_order
 
-MATRIX = ["preset=tiny", "quiet=true", "defense=[normal,nasty]", "attack=[kd,blackbox]", "student=[mlp,cnn1]"]
+# the thread count each of two workers gets on this machine, pinned so that workers=1 trains alike
+THREADS = f"threads={max(1, available_cores() // 2)}"
+MATRIX = ["preset=tiny", "quiet=true", "defense=[normal,nasty]", "attack=[kd,blackbox]", "student=[mlp,cnn1]", THREADS]
 
 
 def records_of(folder: Path) -> dict[str, dict]:
@@ -37,14 +39,11 @@ def records_of(folder: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def in_one_process(tmp_path_factory) -> dict[str, dict]:
-    """The matrix in this process, with the thread count each of two workers gets."""
+    """The matrix in this process, with the thread count each of two workers gets (``threads``)."""
     results = tmp_path_factory.mktemp("sequential")
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, available_cores() // 2))
-    try:
-        assert main(["run", *MATRIX, f"results_dir={results}", "workers=1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main(["run", *MATRIX, f"results_dir={results}", "workers=1"]) == 0
+    assert torch.get_num_threads() == threads  # the run's thread count does not leak into the caller
     return records_of(results)
 
 
@@ -52,8 +51,29 @@ def test_two_workers_write_the_records_of_one_process(tmp_path, in_one_process):
     assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
     assert len(in_one_process) == 8
     assert records_of(tmp_path) == in_one_process
+    assert {r["extra"]["threads"] for r in in_one_process.values()} == {max(1, available_cores() // 2)}
     settings = json.loads((tmp_path / "synthetic" / "run.json").read_text())
-    assert settings["workers"] == 2
+    assert settings["workers"] == 2 and settings["threads"] == max(1, available_cores() // 2)
+
+
+def test_the_thread_count_is_part_of_every_cpu_key_and_follows_the_workers_by_default(monkeypatch):
+    import kdbench.config
+    from kdbench.config import compose_config, plan_from_config
+
+    def plan(*overrides):
+        return plan_from_config(compose_config(["preset=tiny", "device=cpu", *overrides]))
+
+    monkeypatch.setattr(kdbench.config, "available_cores", lambda: 4)
+    one, two = plan("workers=1"), plan("workers=2")
+    assert (one.threads, two.threads, plan("workers=8").threads) == (4, 2, 1)
+    cell = one.cells[0]
+    # another thread count trains other bits: nothing trained with one is reused under the other
+    assert one.cell_key(cell) != two.cell_key(cell)
+    assert one.network_identity("mlp", 0) != two.network_identity("mlp", 0)
+    # pinned, the worker count no longer matters
+    assert plan("workers=1", "threads=2").cell_key(cell) == plan("workers=2", "threads=2").cell_key(cell)
+    with pytest.raises(ConfigError, match=r"threads must be a positive integer or auto, got 0"):
+        plan("threads=0")
 
 
 def start_bench(results: Path, *, fault: str | None = None, marker: str = "") -> subprocess.Popen:
@@ -105,6 +125,45 @@ def test_ctrl_c_ends_the_workers_at_once_and_keeps_finished_cells(tmp_path, in_o
     assert processes_marked(marker) == []  # no worker goes on computing behind the user's back
     finished = records_of(tmp_path)
     assert finished and all(in_one_process[name] == record for name, record in finished.items())
+    assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
+    assert records_of(tmp_path) == in_one_process
+
+
+def wait_for_checkpoint(results: Path, process: subprocess.Popen) -> None:
+    """Until the workers have cached a first network: they are mid-run, with more to train."""
+    deadline = time.monotonic() + 300
+    while not list((results / "synthetic" / ".cache").glob("*.pt")):
+        assert process.poll() is None, "the run ended before it could be stopped"
+        assert time.monotonic() < deadline, "no network was cached within 300 s"
+        time.sleep(0.05)
+
+
+def wait_until_none_alive(marker: str, timeout: float = 30) -> list[int]:
+    """The processes of the run still alive after ``timeout`` seconds (none, when they all end)."""
+    deadline = time.monotonic() + timeout
+    while (alive := processes_marked(marker)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds leftover workers through /proc")
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_or_terminated_parent_leaves_no_process_behind_and_a_rerun_completes(tmp_path, in_one_process, signum):
+    marker = f"parent-{signum.name}-{os.getpid()}"
+    process = start_bench(tmp_path, marker=marker)
+    wait_for_checkpoint(tmp_path, process)
+    assert len(processes_marked(marker)) >= 3  # the parent, its two workers (and the resource tracker)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=60)
+    if signum == signal.SIGTERM:  # a handler ends the workers and says what is kept
+        assert process.returncode == 143, stderr
+        assert "terminated: finished cells and trained teachers are saved" in stderr
+    else:
+        assert process.returncode == -signal.SIGKILL
+    # SIGKILL runs no handler: each worker notices its parent is gone; the resource tracker follows
+    assert wait_until_none_alive(marker) == []
+    finished = records_of(tmp_path)
+    assert all(in_one_process[name] == record for name, record in finished.items())
     assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
     assert records_of(tmp_path) == in_one_process
 
