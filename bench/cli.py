@@ -103,7 +103,8 @@ def _report(overrides: list[str], console: Console) -> int:
 
     cfg = compose_config(overrides)
     results = Path(str(cfg.results_dir)).expanduser()
-    named = any(o.split("=", 1)[0].lstrip("+~") in ("dataset", "preset") for o in overrides)
+    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    named = any(k in ("dataset", "dataset.name", "preset") for k in keys)
     found = sorted(p.parent for p in results.glob("*/records") if p.is_dir())
     folders = [results / str(cfg.dataset.name)] if named or not found else found
     unreadable = 0
