@@ -30,6 +30,7 @@ from kdbench.paper import check_paper_table
 from kdbench.records import cell_name
 from kdbench.registry import Entry, Registry, build
 from kdbench.train import Acceleration, Recipe, resolve_acceleration
+from kdbench.weights import TeacherFile, check_weight_file
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -116,6 +117,8 @@ class RunPlan:
     rerun: bool = False  # recompute the selected cells, retrain their networks
     started_at: float = 0.0  # time.time() when planned: with rerun, networks older than this retrain
     command: str = ""  # the command line that asked for this run, kept in every record it writes
+    # teacher_weights=PATH: the owner's trained network, loaded instead of the normal teacher
+    teacher_file: TeacherFile | None = None
 
     def recipe_for(self, arch: str) -> Recipe:
         """How networks of architecture ``arch`` train (as teacher, baseline or attacked student)."""
@@ -148,10 +151,18 @@ class RunPlan:
             "seed": seed,
         }
 
+    def teacher_identity(self, arch: str, seed: int) -> dict[str, Any]:
+        """The common part of a teacher's key: with teacher_weights, the file's sha256 too, so every
+        network and cell built from another file is computed anew."""
+        identity = self.network_identity(arch, seed)
+        if self.teacher_file is not None:
+            identity["teacher_weights"] = self.teacher_file.sha256
+        return identity
+
     def cell_key(self, cell: Cell) -> dict[str, Any]:
         return {
-            **self.network_identity(cell.teacher, cell.seed),
-            "defense": {cell.defense: asdict(self.defenses[cell.defense])},
+            **self.teacher_identity(cell.teacher, cell.seed),
+            "defense": {cell.defense: options_identity(self.defenses[cell.defense])},
             "attack": {cell.attack: asdict(self.attacks[cell.attack])},
             # the plugins' package, version and source hash: editing a plugin recomputes its cells
             "defense_code": code_fingerprint(DEFENSES.get(cell.defense).source),
@@ -161,6 +172,13 @@ class RunPlan:
             "student_arch": architecture_fingerprint(cell.student_arch),
             "student_recipe": asdict(self.recipe_for(cell.student_arch)),
         }
+
+
+def options_identity(options: Any) -> dict[str, Any]:
+    """A plugin's options as its keys hold them: ``identity()`` where the options name a file (its
+    content hash then counts, not only its path), else every field."""
+    identity = getattr(options, "identity", None)
+    return identity() if callable(identity) else asdict(options)
 
 
 def _as_dataclass(cls: type, node: Any, where: str) -> Any:
@@ -285,6 +303,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     device = resolve_device(str(cfg.device))
     attacks = _selected(ATTACKS, "attack", cfg.get("attack"))
     _check_attacks(attacks, teachers, dataset)
+    teacher_file = _teacher_file(cfg, teachers)
     return RunPlan(
         dataset=dataset,
         teachers=teachers,
@@ -306,7 +325,25 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         reference_dir=reference_dir,
         rerun=rerun,
         started_at=time.time(),
+        teacher_file=teacher_file,
     )
+
+
+def _teacher_file(cfg: DictConfig, teachers: list[str]) -> TeacherFile | None:
+    """``teacher_weights=PATH`` (with ``teacher_name=``): checked to exist, hashed."""
+    weights, name = cfg.get("teacher_weights"), cfg.get("teacher_name")
+    if weights is None:
+        if name is not None:
+            raise ConfigError("teacher_name names a teacher loaded from a file: set teacher_weights=PATH too")
+        return None
+    if len(teachers) != 1:
+        raise ConfigError(f"teacher_weights holds one network: choose one teacher architecture, got {teachers}")
+    path = Path(str(weights)).expanduser().resolve()
+    sha256 = check_weight_file(path, "teacher_weights")
+    label = str(name) if name is not None else path.stem
+    if not re.fullmatch(r"[\w.+-]+", label):
+        raise ConfigError(f"teacher_name must be letters, digits and . _ + -, got {label!r}")
+    return TeacherFile(path, sha256, label)
 
 
 def _inside(path: Path, folder: Path) -> bool:

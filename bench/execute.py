@@ -8,25 +8,71 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import kdbench
 import torch
+from kdbench.api import DefenseContext
+from kdbench.cache import ArtifactCache
 from kdbench.cells import measured_records, pending_cells
 from kdbench.config import RunPlan
+from kdbench.data import NORMALIZE_HELP, ImageData
 from kdbench.datasets import load_dataset
-from kdbench.errors import BenchError
+from kdbench.errors import BenchError, ConfigError
 from kdbench.progress import Progress
 from kdbench.records import Record, RecordStore
 from kdbench.runner import Runner
+from kdbench.train import Trainer
 from kdbench.workers import run_in_workers
 
 
 def check_runnable(plan: RunPlan) -> None:
-    """Refuse, before anything trains, a results folder that cannot be written and a dataset that
-    cannot be loaded (a missing folder is bad input, not a failure recorded in every cell)."""
+    """Refuse, before anything trains, a results folder that cannot be written, a dataset that
+    cannot be loaded (a missing folder is bad input, not a failure recorded in every cell), and a
+    teacher file that does not load or scores near chance on the test split (inputs it does not expect)."""
     check_writable(plan)
-    load_dataset(plan.dataset)
+    data = load_dataset(plan.dataset)
+    for name, path, sha256 in owned_files(plan):
+        check_owned_network(plan, data, path, sha256, name)
+
+
+def owned_files(plan: RunPlan) -> list[tuple[str, Path, str]]:
+    """The owner's weight files the run loads: (option, path, sha256)."""
+    files = []
+    if plan.teacher_file is not None:
+        files.append(("teacher_weights", plan.teacher_file.path, plan.teacher_file.sha256))
+    for options in plan.defenses.values():
+        file = getattr(options, "weight_file", None)
+        if callable(file):
+            files.append(file())
+    return files
+
+
+def check_owned_network(plan: RunPlan, data: ImageData, path: Path, sha256: str, where: str) -> float:
+    """Load the owner's network once on the CPU and measure it on the test split; a score within
+    twice chance means it sees inputs other than those it was trained on: stop, saying so."""
+    arch = plan.teachers[0]
+    ctx = DefenseContext(
+        trainer=Trainer(torch.device("cpu"), 0, plan.recipe_for(arch), Progress(quiet=True)),
+        data=data,
+        teacher_arch=arch,
+        cache=ArtifactCache(plan.cache_dir),
+        identity={},
+    )
+    accuracy = ctx.trainer.accuracy(ctx.loaded(path, where, sha256), data)
+    chance = 100.0 / data.num_classes
+    if accuracy < NEAR_CHANCE * chance:
+        raise ConfigError(
+            f"{where}={path} scores {accuracy:.1f} % on the test split of {data.name} (chance: {chance:.1f} %): "
+            f"the network is untrained or expects other inputs; set dataset.normalize to what it was trained "
+            f"with ({NORMALIZE_HELP}; now {plan.dataset.normalize!r}, inputs {list(data.input_shape)})"
+        )
+    return accuracy
+
+
+# A loaded network scoring below this multiple of chance is refused before any attack runs.
+NEAR_CHANCE = 2.0
 
 
 def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
@@ -77,4 +123,6 @@ def settings_of(plan: RunPlan) -> dict[str, Any]:
         settings["recipe_by_model"] = {arch: asdict(recipe) for arch, recipe in plan.recipe_by_model.items()}
     if plan.paper:
         settings["paper"] = plan.paper
+    if plan.teacher_file is not None:
+        settings["teacher_weights"] = plan.teacher_file.describe()
     return settings
