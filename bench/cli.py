@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
-from dataclasses import MISSING, Field, replace
+from dataclasses import MISSING, Field
 from typing import Any
 
 from kdbench.errors import BenchError
@@ -32,33 +31,10 @@ stderr), 2 bad input (nothing trained), 130 interrupted
 
 
 def _run(overrides: list[str], console: Console) -> int:
-    from kdbench.config import compose_config, plan_from_config
-    from kdbench.execute import check_runnable, run_matrix, settings_of
-    from kdbench.progress import Progress
+    from kdbench.execute import run_command
     from kdbench.records import STATUS_FAILED
-    from kdbench.reference import compare_with_reference
-    from kdbench.report import print_leaderboard, write_reports
 
-    command = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
-    plan = replace(plan_from_config(compose_config(overrides)), command=command)
-    check_runnable(plan)
-    progress = Progress(console, quiet=plan.quiet)
-    start = time.perf_counter()
-    with progress.session():
-        done = run_matrix(plan, progress)
-    elapsed = time.perf_counter() - start
-    settings = settings_of(plan)
-    settings["command"] = command
-    board = write_reports(plan.dataset_dir, settings)
-    print_leaderboard(board, console, f"kdbench: {plan.dataset.name}")
-    console.print(
-        f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s; "
-        f"tables in {plan.dataset_dir}/"
-    )
-    if plan.reference_dir is not None:
-        comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.dataset.name)
-        if comparison is not None:
-            console.print(comparison.summary(), soft_wrap=True)
+    _, done = run_command(overrides, console)
     failed = [record for record in done if record.status == STATUS_FAILED]
     for record in failed:
         print(f"failed: {record.cell}: {record.reason}", file=sys.stderr)

@@ -7,7 +7,9 @@ the same way whichever executor computes it.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+import shlex
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from kdbench.records import Record, RecordStore
 from kdbench.runner import Runner
 from kdbench.train import Trainer
 from kdbench.workers import run_in_workers
+from rich.console import Console
 
 
 def check_runnable(plan: RunPlan) -> None:
@@ -73,6 +76,36 @@ def check_owned_network(plan: RunPlan, data: ImageData, path: Path, sha256: str,
 
 # A loaded network scoring below this multiple of chance is refused before any attack runs.
 NEAR_CHANCE = 2.0
+
+
+def run_command(overrides: list[str], console: Console) -> tuple[RunPlan, list[Record]]:
+    """``bench run all OVERRIDES``: validate, compute what is pending, write and print the tables.
+    Returns the plan and the records written (the CLI and :func:`kdbench.evaluate` share it)."""
+    from kdbench.config import compose_config, plan_from_config
+    from kdbench.reference import compare_with_reference
+    from kdbench.report import print_leaderboard, write_reports
+
+    command = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
+    plan = replace(plan_from_config(compose_config(overrides)), command=command)
+    check_runnable(plan)
+    progress = Progress(console, quiet=plan.quiet)
+    start = time.perf_counter()
+    with progress.session():
+        done = run_matrix(plan, progress)
+    elapsed = time.perf_counter() - start
+    settings = settings_of(plan)
+    settings["command"] = command
+    board = write_reports(plan.dataset_dir, settings)
+    print_leaderboard(board, console, f"kdbench: {plan.dataset.name}")
+    console.print(
+        f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s; "
+        f"tables in {plan.dataset_dir}/"
+    )
+    if plan.reference_dir is not None:
+        comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.dataset.name)
+        if comparison is not None:
+            console.print(comparison.summary(), soft_wrap=True)
+    return plan, done
 
 
 def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
