@@ -22,6 +22,8 @@ class FileDefenseConfig:
     def __post_init__(self) -> None:
         if self.path is None:
             raise ConfigError("defense=file needs the network's weights: set defense.file.path=PATH")
+        if not self.resolved.is_file():
+            raise ConfigError(f"defense.file.path={self.resolved}: no such file")
 
     @property
     def resolved(self) -> Path:
