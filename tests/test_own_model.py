@@ -59,7 +59,7 @@ def digits_split():
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
-        return 100.0 * float((model.eval()(x).argmax(1) == y).float().mean())
+        return 100.0 * int((model.eval()(x).argmax(1) == y).sum()) / len(y)
 
 
 def sha256(path: Path) -> str:
