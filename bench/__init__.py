@@ -1,16 +1,19 @@
 """kdbench: knowledge-distillation attacks against anti-distillation defenses, measured.
 
 ``kdbench.evaluate(model, dataset="digits", ...)`` runs the benchmark on a trained network from
-Python (:mod:`kdbench.own_model`); ``bench run all`` from the command line.
+Python (:func:`kdbench.own_model.evaluate`); ``bench run all`` from the command line. It is
+imported on first use (PEP 562), so ``import kdbench`` imports nothing else of the suite.
 """
 
+import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from kdbench.version import __version__
+
+__all__ = ["__version__", "evaluate"]
 
 
-def evaluate(*args: Any, **kwargs: Any) -> Any:
-    """:func:`kdbench.own_model.evaluate` (imported on first use: ``import kdbench`` stays light)."""
-    from kdbench.own_model import evaluate as run
-
-    return run(*args, **kwargs)
+def __getattr__(name: str) -> Any:
+    if name == "evaluate":
+        return importlib.import_module("kdbench.own_model").evaluate
+    raise AttributeError(f"module 'kdbench' has no attribute {name!r}")

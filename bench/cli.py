@@ -91,7 +91,7 @@ def _list(console: Console) -> int:
 
     load_plugins()
     console.print("[bold]datasets[/]: " + ", ".join(DATASETS.names()))
-    console.print("[bold]models[/]: " + ", ".join(MODELS.names()) + ", timm/<any timm model>")
+    console.print("[bold]models[/]: " + ", ".join(MODELS.names()) + ", timm/<any timm model>, package.module:factory")
     for title, registry in (("defenses", DEFENSES), ("attacks", ATTACKS)):
         table = Table(title=title, title_justify="left")
         for column in ("name", "options (defaults)", "threat model" if title == "attacks" else "", "from"):

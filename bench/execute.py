@@ -13,7 +13,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import kdbench
 import torch
 from kdbench.api import DefenseContext
 from kdbench.cache import ArtifactCache
@@ -26,6 +25,7 @@ from kdbench.progress import Progress
 from kdbench.records import Record, RecordStore
 from kdbench.runner import Runner
 from kdbench.train import Trainer
+from kdbench.version import __version__
 from kdbench.workers import run_in_workers
 from rich.console import Console
 
@@ -150,7 +150,7 @@ def settings_of(plan: RunPlan) -> dict[str, Any]:
         "workers": plan.workers,
         "precision": "bf16" if plan.acceleration.bf16 else "fp32",
         "torch": torch.__version__,
-        "kdbench": kdbench.__version__,
+        "kdbench": __version__,
     }
     if plan.recipe_by_model:
         settings["recipe_by_model"] = {arch: asdict(recipe) for arch, recipe in plan.recipe_by_model.items()}

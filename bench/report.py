@@ -87,6 +87,8 @@ def records_frame(records: list[Record]) -> pd.DataFrame:
     )
     extra = pd.DataFrame([_extra_columns(r) for r in records], columns=EXTRA_COLUMNS, index=frame.index)
     frame = pd.concat([frame.drop(columns=["extra"]), extra], axis=1)
+    if frame.teacher_weights.isna().all():  # no network from the owner's files: no columns for them
+        frame = frame.drop(columns=["teacher_weights", "teacher_sha256"])
     # records written before "self" students existed leave the architecture empty: it is the name
     frame["student_arch"] = frame.student_arch.where(frame.student_arch != "", frame.student)
     return frame.sort_values(["teacher", "defense", "attack", "student", "seed"], kind="stable").reset_index(drop=True)
