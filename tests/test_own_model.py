@@ -399,3 +399,11 @@ def test_defense_file_needs_a_path_that_exists(tmp_path):
         plan_of("defense=file")
     with pytest.raises(ConfigError, match=r"defense.file.path=.*gone\.pt: no such file"):
         plan_of("defense=file", f"defense.file.path={tmp_path / 'gone.pt'}")
+
+
+def test_a_model_without_head_takes_an_auxiliary_head(owner):
+    from kdbench.models.intermediate import usable_layers
+
+    _, _, owner_nets = owner
+    names = [layer.name for layer in usable_layers(owner_nets.DigitsNet(), (1, 8, 8))]
+    assert names == ["conv"]  # the conv layer; its last linear layer (fc) is the head

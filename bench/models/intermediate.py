@@ -23,8 +23,19 @@ class Layer:
 
 
 def usable_layers(model: Classifier, input_shape: tuple[int, int, int]) -> list[Layer]:
-    """Leaf layers between the first parametrised layer and the head, in execution order."""
-    head_modules = {id(m) for m in model.head.modules()}
+    """Leaf layers between the first parametrised layer and the head, in execution order. A model
+    without a ``head`` (the owner's own class) counts its last leaf layer with parameters as the head."""
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Module):
+        head = next(
+            (
+                m
+                for m in reversed(list(model.modules()))
+                if not list(m.children()) and any(True for _ in m.parameters())
+            ),
+            model,
+        )
+    head_modules = {id(m) for m in head.modules()}
     seen: list[Layer] = []
     names = {id(m): n for n, m in model.named_modules()}
 
