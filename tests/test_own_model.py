@@ -172,24 +172,33 @@ def test_evaluate_from_python(owner, tmp_path):
         attacks=["kd", "blackbox"],
         students=["mlp"],
         normalize="[0,1]",
-        defenses=["normal"],
+        defenses=["normal", "file"],  # beside it, a network "defended" elsewhere: here the other file
         name="from_python",
         results_dir=tmp_path,
+        overrides={"defense.file.path": str(folder / "b.pt")},
         train__epochs=2,
     )
-    assert sorted(frame.attack) == ["blackbox", "kd"]
+    assert sorted(zip(frame.defense, frame.attack, strict=True)) == [
+        ("file", "blackbox"),
+        ("file", "kd"),
+        ("normal", "blackbox"),
+        ("normal", "kd"),
+    ]
     assert (frame.status == "ok").all()
-    assert frame.teacher_acc.tolist() == pytest.approx([accuracies["a.pt"]] * 2, abs=1e-6)
-    assert frame.teacher.str.startswith("from_python (owner_nets:DigitsNet").all()
+    by_defense = frame.groupby("defense").teacher_acc.unique()
+    assert by_defense["normal"].tolist() == pytest.approx([accuracies["a.pt"]], abs=1e-6)
+    assert by_defense["file"].tolist() == pytest.approx([accuracies["b.pt"]], abs=1e-6)
+    assert frame.teacher.str.startswith("from_python (owner_nets:DigitsNet").all()  # one group of rows
     csv = (tmp_path / "digits" / "records.csv").read_text().splitlines()[0].split(",")
     assert list(frame.columns) == csv
     again = kdbench.evaluate(
         net,
         attacks=["kd", "blackbox"],
         normalize="[0,1]",
-        defenses=["normal"],
+        defenses=["normal", "file"],
         name="from_python",
         results_dir=tmp_path,
+        overrides={"defense.file.path": str(folder / "b.pt")},
         train__epochs=2,
     )
     assert again.wall_s.tolist() == frame.wall_s.tolist()  # the same records, reused, not recomputed
@@ -407,3 +416,24 @@ def test_a_model_without_head_takes_an_auxiliary_head(owner):
     _, _, owner_nets = owner
     names = [layer.name for layer in usable_layers(owner_nets.DigitsNet(), (1, 8, 8))]
     assert names == ["conv"]  # the conv layer; its last linear layer (fc) is the head
+
+
+def test_models_from_the_kdbench_models_entry_point_group(owner, monkeypatch):
+    import importlib.metadata
+
+    from kdbench import discovery
+    from kdbench.models import MODELS
+
+    point = importlib.metadata.EntryPoint("owners_net", "owner_nets:DigitsNet", "kdbench.models")
+    monkeypatch.setattr(
+        discovery.importlib.metadata,
+        "entry_points",
+        lambda group: [point] if group == "kdbench.models" else [],
+    )
+    try:
+        discovery._load_models()
+        assert type(create_model("owners_net", 10, (1, 8, 8))).__name__ == "DigitsNet"
+        plan = plan_of("teacher=owners_net", *OWNED[1:])
+        assert plan.teachers == ["owners_net"]
+    finally:
+        MODELS.unregister("owners_net")
