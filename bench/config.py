@@ -304,11 +304,17 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     attacks = _selected(ATTACKS, "attack", cfg.get("attack"))
     _check_attacks(attacks, teachers, dataset)
     teacher_file = _teacher_file(cfg, teachers)
+    defenses = _selected(DEFENSES, "defense", cfg.get("defense"))
+    from_files = [name for name, options in defenses.items() if callable(getattr(options, "weight_file", None))]
+    if from_files and len(teachers) != 1:
+        raise ConfigError(
+            f"defense {from_files[0]!r} loads one network: choose one teacher architecture, got {teachers}"
+        )
     return RunPlan(
         dataset=dataset,
         teachers=teachers,
         students=students,
-        defenses=_selected(DEFENSES, "defense", cfg.get("defense")),
+        defenses=defenses,
         attacks=attacks,
         seeds=[only_seed] if only_seed is not None else list(range(seeds)),
         device=device,

@@ -437,3 +437,9 @@ def test_models_from_the_kdbench_models_entry_point_group(owner, monkeypatch):
         assert plan.teachers == ["owners_net"]
     finally:
         MODELS.unregister("owners_net")
+
+
+def test_defense_file_needs_one_teacher_architecture(owner):
+    folder, _, _ = owner
+    with pytest.raises(ConfigError, match=r"defense 'file' loads one network: choose one teacher architecture"):
+        plan_of("teacher=[digits_cnn,mlp]", "defense=file", f"defense.file.path={folder / 'a.pt'}", "attack=kd")
