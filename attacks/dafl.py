@@ -168,6 +168,16 @@ class DAFL(Attack):
     access = Access.WHITE_BOX
     data_access = DataAccess.NONE
 
+    def check_teacher(self, arch: str, model: nn.Module) -> None:
+        """DAFL's activation term reads the penultimate features: the teacher must expose them."""
+        missing = [m for m in ("forward_features", "head") if not callable(getattr(model, m, None))]
+        if missing:
+            raise ConfigError(
+                f"attack 'dafl' needs the teacher's penultimate features: model {arch!r} must expose "
+                f"forward_features(x) (the features) and head (the linear layer that maps them to logits), "
+                f"with forward(x) == head(forward_features(x)); it lacks {' and '.join(missing)}"
+            )
+
     def run(self, teacher: Teacher, student: nn.Module, ctx: AttackContext) -> nn.Module:
         cfg = self.cfg
         device = ctx.trainer.device

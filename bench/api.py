@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from kdbench.registry import Registry
 from kdbench.teacher import Perturbation, QueryBudgetExceeded, Teacher, TeacherAPI
 from kdbench.threat_model import Access, DataAccess
 from kdbench.train import Trainer
+from kdbench.weights import TEST_SPLIT_NOTE, TeacherFile, check_weight_file, load_weights
 from torch import Tensor, nn
 
 
@@ -61,6 +63,10 @@ class DefenseContext:
     fresh_after: float | None = None  # rerun=true: a checkpoint older than this is retrained
     # every checkpoint the teacher was built from, file name → content digest (kept in the record)
     weights: dict[str, str] = field(default_factory=dict)
+    # teacher_weights=PATH: the owner's network, which normal_network() loads instead of training
+    teacher_file: TeacherFile | None = None
+    # every weight file from outside the cache it was built from, option → path, sha256 (in the record)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
     _memo: dict[str, Classifier] = field(default_factory=dict)
 
     def new_model(self, purpose: str) -> tuple[Classifier, Any]:
@@ -93,6 +99,19 @@ class DefenseContext:
         self.trainer.acceleration.layout(model).eval().requires_grad_(False)
         self._memo[key] = model
         return model
+
+    def loaded(self, path: Path, where: str, sha256: str | None = None) -> Classifier:
+        """The network of ``teacher_arch`` with the weights of the file at ``path`` (``where`` names the
+        option that gave it); nothing trains. Its path and sha256 go into the record."""
+        sha256 = sha256 or check_weight_file(path, where)
+        memo = f"file:{sha256}"
+        if memo not in self._memo:
+            model = create_model(self.teacher_arch, self.data.num_classes, self.data.input_shape)
+            load_weights(model, path, self.teacher_arch, where)
+            model = model.to(self.trainer.device)
+            self._memo[memo] = self.trainer.acceleration.layout(model).eval().requires_grad_(False)
+        self.files[where] = {"path": str(path), "sha256": sha256, "test_split": TEST_SPLIT_NOTE}
+        return self._memo[memo]
 
 
 class Plugin:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import signal
 import sys
 import threading
 import time
-from dataclasses import MISSING, Field, replace
+from dataclasses import MISSING, Field
 from typing import Any
 
 from kdbench.errors import BenchError, Terminated
@@ -34,32 +33,10 @@ SIGTERM); of report: 0, or 1 when a record file is unreadable (the tables leave 
 
 
 def _run(overrides: list[str], console: Console) -> int:
-    from kdbench.config import compose_config, plan_from_config
-    from kdbench.execute import check_runnable, run_matrix, settings_of
-    from kdbench.progress import Progress
+    from kdbench.execute import run_command
     from kdbench.records import STATUS_FAILED
-    from kdbench.reference import compare_with_reference
-    from kdbench.report import write_reports
-    from kdbench.terminal_view import print_terminal_view
 
-    command = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
-    plan = replace(plan_from_config(compose_config(overrides)), command=command)
-    check_runnable(plan)
-    progress = Progress(console, quiet=plan.quiet, heartbeat_s=plan.heartbeat_s)
-    start = time.perf_counter()
-    with progress.session():
-        done = run_matrix(plan, progress)
-    elapsed = time.perf_counter() - start
-    settings = settings_of(plan)
-    settings["command"] = command
-    board = write_reports(plan.dataset_dir, settings)
-    console.print()
-    print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
-    console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")
-    if plan.reference_dir is not None:
-        comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.dataset.name)
-        if comparison is not None:
-            console.print(comparison.summary(), soft_wrap=True)
+    plan, done = run_command(overrides, console)
     failed = [record for record in done if record.status == STATUS_FAILED]
     for record in failed:
         where = f" (traceback: {record.extra['traceback']})" if record.extra.get("traceback") else ""
@@ -136,7 +113,7 @@ def _list(console: Console) -> int:
         console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     say("datasets: " + ", ".join(DATASETS.names()))
-    say("models: " + ", ".join(MODELS.names()) + ", timm/<any timm model>")
+    say("models: " + ", ".join(MODELS.names()) + ", timm/<any timm model>, package.module:factory")
     for title, registry in (("defenses", DEFENSES), ("attacks", ATTACKS)):
         say()
         say(f"{title} (options with their defaults: `{title.removesuffix('s')}.<name>.<option>=...`)")

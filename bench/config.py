@@ -31,6 +31,7 @@ from kdbench.records import cell_name
 from kdbench.registry import Entry, Registry, build
 from kdbench.train import Acceleration, Recipe, resolve_acceleration
 from kdbench.typecheck import check_types
+from kdbench.weights import TeacherFile, check_weight_file
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
@@ -129,13 +130,14 @@ class RunPlan:
     rerun: bool = False  # recompute the selected cells, retrain their networks
     started_at: float = 0.0  # time.time() when planned: with rerun, networks older than this retrain
     command: str = ""  # the command line that asked for this run, kept in every record it writes
+    # teacher_weights=PATH: the owner's trained network, loaded instead of the normal teacher
+    teacher_file: TeacherFile | None = None
     attack_bases: dict[str, str] = field(default_factory=dict)  # variant column → the plugin it runs
+    heartbeat_s: float = 30.0  # without a terminal, a progress line this often
 
     def attack_plugin(self, name: str) -> str:
         """The registered attack that column ``name`` runs (itself, or a variant's base)."""
         return self.attack_bases.get(name, name)
-
-    heartbeat_s: float = 30.0  # without a terminal, a progress line this often
 
     def recipe_for(self, arch: str) -> Recipe:
         """How networks of architecture ``arch`` train (as teacher, baseline or attacked student)."""
@@ -170,10 +172,18 @@ class RunPlan:
             **({"threads": self.threads} if self.device.type == "cpu" else {}),
         }
 
+    def teacher_identity(self, arch: str, seed: int) -> dict[str, Any]:
+        """The common part of a teacher's key: with teacher_weights, the file's sha256 too, so every
+        network and cell built from another file is computed anew."""
+        identity = self.network_identity(arch, seed)
+        if self.teacher_file is not None:
+            identity["teacher_weights"] = self.teacher_file.sha256
+        return identity
+
     def cell_key(self, cell: Cell) -> dict[str, Any]:
         return {
-            **self.network_identity(cell.teacher, cell.seed),
-            "defense": {cell.defense: asdict(self.defenses[cell.defense])},
+            **self.teacher_identity(cell.teacher, cell.seed),
+            "defense": {cell.defense: options_identity(self.defenses[cell.defense])},
             "attack": {cell.attack: self._attack_identity(cell.attack)},
             # the plugins' package, version and source hash: editing a plugin recomputes its cells
             "defense_code": code_fingerprint(DEFENSES.get(cell.defense).source),
@@ -216,6 +226,13 @@ def _variants(attacks: dict[str, Any], node: DictConfig | None) -> dict[str, str
         attacks[name] = _as_dataclass(entry.config, {**asdict(attacks[base]), **values}, where)
         bases[name] = base
     return bases
+
+
+def options_identity(options: Any) -> dict[str, Any]:
+    """A plugin's options as its keys hold them: ``identity()`` where the options name a file (its
+    content hash then counts, not only its path), else every field."""
+    identity = getattr(options, "identity", None)
+    return identity() if callable(identity) else asdict(options)
 
 
 def _as_dataclass(cls: type, node: Any, where: str) -> Any:
@@ -350,11 +367,18 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     attacks = _selected(ATTACKS, "attack", cfg.get("attack"))
     attack_bases = _variants(attacks, cfg.get("attack_variants"))
     _check_attacks(attacks, teachers, dataset, attack_bases)
+    teacher_file = _teacher_file(cfg, teachers)
+    defenses = _selected(DEFENSES, "defense", cfg.get("defense"))
+    from_files = [name for name, options in defenses.items() if callable(getattr(options, "weight_file", None))]
+    if from_files and len(teachers) != 1:
+        raise ConfigError(
+            f"defense {from_files[0]!r} loads one network: choose one teacher architecture, got {teachers}"
+        )
     return RunPlan(
         dataset=dataset,
         teachers=teachers,
         students=students,
-        defenses=_selected(DEFENSES, "defense", cfg.get("defense")),
+        defenses=defenses,
         attacks=attacks,
         seeds=[only_seed] if only_seed is not None else list(range(seeds)),
         device=device,
@@ -374,7 +398,25 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         started_at=time.time(),
         attack_bases=attack_bases,
         heartbeat_s=_heartbeat(cfg.get("heartbeat_s", 30)),
+        teacher_file=teacher_file,
     )
+
+
+def _teacher_file(cfg: DictConfig, teachers: list[str]) -> TeacherFile | None:
+    """``teacher_weights=PATH`` (with ``teacher_name=``): checked to exist, hashed."""
+    weights, name = cfg.get("teacher_weights"), cfg.get("teacher_name")
+    if weights is None:
+        if name is not None:
+            raise ConfigError("teacher_name names a teacher loaded from a file: set teacher_weights=PATH too")
+        return None
+    if len(teachers) != 1:
+        raise ConfigError(f"teacher_weights holds one network: choose one teacher architecture, got {teachers}")
+    path = Path(str(weights)).expanduser().resolve()
+    sha256 = check_weight_file(path, "teacher_weights")
+    label = str(name) if name is not None else path.stem
+    if not re.fullmatch(r"[\w.+-]+", label):
+        raise ConfigError(f"teacher_name must be letters, digits and . _ + -, got {label!r}")
+    return TeacherFile(path, sha256, label)
 
 
 def _inside(path: Path, folder: Path) -> bool:

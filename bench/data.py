@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,10 +39,72 @@ class DatasetConfig:
     # share of the training split set aside (stratified, fixed seed) as a held-out split: nobody
     # trains on it, a black-box attacker may query it (attack.blackbox.source=heldout)
     heldout_fraction: float = 0.0
+    # what the network expects (see NORMALIZATIONS): null (the dataset's own training statistics),
+    # a name, a pixel range [lo, hi], or {mean: [...], std: [...]} of pixel/pixel_max
+    normalize: Any = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise ConfigError(f"dataset.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        normalization(self.normalize)  # validated now, fitted to the images' channels when loaded
+
+
+# Named input conventions: per-channel mean and std of pixel/pixel_max (one value: every channel).
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "cifar": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),  # CIFAR-10's training split
+    "[0,1]": ((0.0,), (1.0,)),
+    "[-1,1]": ((0.5,), (0.5,)),
+}
+NORMALIZE_HELP = "null (the dataset's own), imagenet, cifar, [0,1], [-1,1], [lo,hi], or {mean: [...], std: [...]}"
+
+
+def normalization(value: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``dataset.normalize`` as (mean, std) in pixel/pixel_max units; None: the dataset's own."""
+    if value is None or value == "default":
+        return None
+    where = f"dataset.normalize={value!r}"
+    if isinstance(value, str):
+        key = value.replace(" ", "")
+        if key in NORMALIZATIONS:
+            return NORMALIZATIONS[key]
+        if key.startswith("[") and key.endswith("]"):
+            try:
+                value = [float(v) for v in key[1:-1].split(",")]
+            except ValueError:
+                raise ConfigError(f"{where}: unknown; allowed: {NORMALIZE_HELP}") from None
+        else:
+            raise ConfigError(f"{where}: unknown; allowed: {NORMALIZE_HELP}")
+    if isinstance(value, (list, tuple)):  # a pixel range: x/pixel_max ∈ [0, 1] → [lo, hi]
+        if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or not value[1] > value[0]:
+            raise ConfigError(f"{where}: a range is [lo, hi] with lo < hi; allowed: {NORMALIZE_HELP}")
+        lo, hi = float(value[0]), float(value[1])
+        return ((-lo / (hi - lo),), (1.0 / (hi - lo),))
+    if isinstance(value, dict) and set(value) == {"mean", "std"}:
+        mean, std = value["mean"], value["std"]
+        mean = [mean] if isinstance(mean, (int, float)) else list(mean)
+        std = [std] if isinstance(std, (int, float)) else list(std)
+        if len(mean) != len(std) or not mean or not all(float(v) > 0 for v in std):
+            raise ConfigError(f"{where}: mean and std need one value per channel each, std > 0")
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    raise ConfigError(f"{where}: unknown; allowed: {NORMALIZE_HELP}")
+
+
+def with_normalization(data: ImageData, value: Any) -> ImageData:
+    """``data`` normalised as ``dataset.normalize`` says, or a ConfigError if it does not fit its images."""
+    stats = normalization(value)
+    if stats is None:
+        return data
+    mean, std = stats
+    channels = data.input_shape[0]
+    if len(mean) == 1:
+        mean, std = mean * channels, std * channels
+    if len(mean) != channels:
+        raise ConfigError(
+            f"dataset.normalize={value!r} gives {len(mean)} channels, but {data.name}'s images have {channels} "
+            f"(shape {list(data.input_shape)}); give one value or {channels} per channel"
+        )
+    return replace(data, mean=tuple(mean), std=tuple(std))
 
 
 @dataclass

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 from kdbench import array_datasets, image_folders  # noqa: F401  (register digits, cifar*, synthetic, folders)
-from kdbench.data import DATASETS, DatasetConfig, ImageData, set_aside_heldout
+from kdbench.data import DATASETS, DatasetConfig, ImageData, set_aside_heldout, with_normalization
 
 
 def load_dataset(cfg: DatasetConfig, device: torch.device | str = "cpu") -> ImageData:
-    data = DATASETS.get(cfg.name).factory(cfg)
+    data = with_normalization(DATASETS.get(cfg.name).factory(cfg), cfg.normalize)
     if cfg.heldout_fraction > 0:
         data = set_aside_heldout(data, cfg.heldout_fraction)
     return data.to(device)

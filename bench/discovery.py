@@ -12,6 +12,7 @@ from kdbench.api import ATTACKS, DEFENSES
 from kdbench.errors import ConfigError
 
 ENTRY_POINT_GROUPS = {"kdbench.attacks": ATTACKS, "kdbench.defenses": DEFENSES}
+MODEL_GROUP = "kdbench.models"
 _loaded = False
 
 
@@ -24,7 +25,9 @@ def load_plugins() -> None:
         my_attack = "my_package.my_module"
 
     Loading the entry point imports that module, whose ``@register_attack("my_attack", ...)`` does
-    the registration.
+    the registration. Architectures come from the group ``kdbench.models``: each entry point's name
+    is the model's name and its value the factory (``my_net = "my_package.nets:MyNet"``), called as
+    an import path is (:mod:`kdbench.models.imported`).
     """
     global _loaded
     if _loaded:
@@ -42,4 +45,19 @@ def load_plugins() -> None:
                     f"plugin {entry_point.name!r} of package {package!r} (entry point {group}: "
                     f"{entry_point.value}) failed to import: {type(err).__name__}: {err}"
                 ) from None
+    _load_models()
     _loaded = True
+
+
+def _load_models() -> None:
+    from kdbench.models import MODELS
+    from kdbench.models.imported import create_imported
+
+    for entry_point in importlib.metadata.entry_points(group=MODEL_GROUP):
+        path = entry_point.value.replace(" ", "")
+
+        def build(num_classes: int, input_shape: tuple[int, int, int], path: str = path):
+            return create_imported(path, num_classes, input_shape)
+
+        package = entry_point.dist.name if entry_point.dist is not None else "?"
+        MODELS.add(entry_point.name, build, source=f"{package} ({MODEL_GROUP}: {path})")

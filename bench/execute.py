@@ -7,41 +7,51 @@ the same way whichever executor computes it.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+import shlex
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-import kdbench
 import torch
-from kdbench.api import ATTACKS, DEFENSES
-from kdbench.cache import remove_stale_temporaries
+from kdbench.api import ATTACKS, DEFENSES, DefenseContext
+from kdbench.cache import ArtifactCache, remove_stale_temporaries
 from kdbench.cells import measured_records, pending_cells
 from kdbench.config import RunPlan
+from kdbench.data import NORMALIZE_HELP, ImageData
 from kdbench.datasets import load_dataset
-from kdbench.errors import BenchError
+from kdbench.errors import BenchError, ConfigError
 from kdbench.progress import Progress
 from kdbench.records import Record, RecordStore
 from kdbench.registry import build
 from kdbench.runner import Runner
+from kdbench.train import Trainer
+from kdbench.version import __version__
 from kdbench.workers import run_in_workers
+from rich.console import Console
 
 
 def check_runnable(plan: RunPlan) -> None:
     """Refuse, before anything trains, a results or cache folder that cannot be written, a dataset
-    that cannot be loaded (a missing folder is bad input, not a failure recorded in every cell), and
-    a plugin option the dataset's shape rules out (``defense.topk.k`` above its class count)."""
+    that cannot be loaded (a missing folder is bad input, not a failure recorded in every cell), a
+    plugin option the dataset's shape rules out (``defense.topk.k`` above its class count), and an
+    owner's weight file that does not load or scores near chance on the test split (inputs it does
+    not expect)."""
     check_creatable(plan.dataset_dir, "results folder", "results_dir")
     check_creatable(plan.cache_dir, "cache folder", "cache_dir")
     data = load_dataset(plan.dataset)
     check_task(plan, data.num_classes, data.input_shape)
+    for name, path, sha256 in owned_files(plan):
+        check_owned_network(plan, data, path, sha256, name)
     check_writable(plan)  # last: it creates the results folder
 
 
 def check_task(plan: RunPlan, num_classes: int, input_shape: tuple[int, int, int]) -> None:
     """Each chosen defense's and attack's :meth:`~kdbench.api.Plugin.check_task` on the dataset's shape."""
-    for registry, chosen in ((DEFENSES, plan.defenses), (ATTACKS, plan.attacks)):
-        for name, options in chosen.items():
-            build(registry.get(name), options).check_task(num_classes, input_shape)
+    for name, options in plan.defenses.items():
+        build(DEFENSES.get(name), options).check_task(num_classes, input_shape)
+    for name, options in plan.attacks.items():
+        build(ATTACKS.get(plan.attack_plugin(name)), options).check_task(num_classes, input_shape)
 
 
 def check_creatable(folder: Path, what: str, key: str) -> None:
@@ -57,6 +67,73 @@ def check_creatable(folder: Path, what: str, key: str) -> None:
     else:
         return
     raise BenchError(f"{what} {folder} is not writable ({problem}); set {key}=<a writable folder>")
+
+
+def owned_files(plan: RunPlan) -> list[tuple[str, Path, str]]:
+    """The owner's weight files the run loads: (option, path, sha256)."""
+    files = []
+    if plan.teacher_file is not None:
+        files.append(("teacher_weights", plan.teacher_file.path, plan.teacher_file.sha256))
+    for options in plan.defenses.values():
+        file = getattr(options, "weight_file", None)
+        if callable(file):
+            files.append(file())
+    return files
+
+
+def check_owned_network(plan: RunPlan, data: ImageData, path: Path, sha256: str, where: str) -> float:
+    """Load the owner's network once on the CPU and measure it on the test split; a score within
+    twice chance means it sees inputs other than those it was trained on: stop, saying so."""
+    arch = plan.teachers[0]
+    ctx = DefenseContext(
+        trainer=Trainer(torch.device("cpu"), 0, plan.recipe_for(arch), Progress(quiet=True)),
+        data=data,
+        teacher_arch=arch,
+        cache=ArtifactCache(plan.cache_dir),
+        identity={},
+    )
+    accuracy = ctx.trainer.accuracy(ctx.loaded(path, where, sha256), data)
+    chance = 100.0 / data.num_classes
+    if accuracy < NEAR_CHANCE * chance:
+        raise ConfigError(
+            f"{where}={path} scores {accuracy:.1f} % on the test split of {data.name} (chance: {chance:.1f} %): "
+            f"the network is untrained or expects other inputs; set dataset.normalize to what it was trained "
+            f"with ({NORMALIZE_HELP}; now {plan.dataset.normalize!r}, inputs {list(data.input_shape)})"
+        )
+    return accuracy
+
+
+# A loaded network scoring below this multiple of chance is refused before any attack runs.
+NEAR_CHANCE = 2.0
+
+
+def run_command(overrides: list[str], console: Console) -> tuple[RunPlan, list[Record]]:
+    """``bench run all OVERRIDES``: validate, compute what is pending, write and print the tables.
+    Returns the plan and the records written (the CLI and :func:`kdbench.evaluate` share it)."""
+    from kdbench.config import compose_config, plan_from_config
+    from kdbench.reference import compare_with_reference
+    from kdbench.report import write_reports
+    from kdbench.terminal_view import print_terminal_view
+
+    command = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
+    plan = replace(plan_from_config(compose_config(overrides)), command=command)
+    check_runnable(plan)
+    progress = Progress(console, quiet=plan.quiet, heartbeat_s=plan.heartbeat_s)
+    start = time.perf_counter()
+    with progress.session():
+        done = run_matrix(plan, progress)
+    elapsed = time.perf_counter() - start
+    settings = settings_of(plan)
+    settings["command"] = command
+    board = write_reports(plan.dataset_dir, settings)
+    console.print()
+    print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
+    console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")
+    if plan.reference_dir is not None:
+        comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.dataset.name)
+        if comparison is not None:
+            console.print(comparison.summary(), soft_wrap=True)
+    return plan, done
 
 
 def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
@@ -111,10 +188,12 @@ def settings_of(plan: RunPlan) -> dict[str, Any]:
         "threads": plan.threads,
         "precision": "bf16" if plan.acceleration.bf16 else "fp32",
         "torch": torch.__version__,
-        "kdbench": kdbench.__version__,
+        "kdbench": __version__,
     }
     if plan.recipe_by_model:
         settings["recipe_by_model"] = {arch: asdict(recipe) for arch, recipe in plan.recipe_by_model.items()}
     if plan.paper:
         settings["paper"] = plan.paper
+    if plan.teacher_file is not None:
+        settings["teacher_weights"] = plan.teacher_file.describe()
     return settings

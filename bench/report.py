@@ -51,19 +51,42 @@ INCOMPLETE_MARK = "†"
 # measurements from Record.extra that get a column: the owner's cost of the defense
 # (bench/owner_cost.py) and the inputs a black-box attack queried
 OWNER_COST_KEYS = ["ece_pct", "kl_nats", "tv_pct"]
-EXTRA_COLUMNS = [*(f"owner_{key}" for key in OWNER_COST_KEYS), "queries"]
+EXTRA_COLUMNS = [*(f"owner_{key}" for key in OWNER_COST_KEYS), "queries", "teacher_weights", "teacher_sha256"]
 OWNER_COST_HEADER = "owner cost: ECE % · KL · TV %"
 
 
 def _extra_columns(record: Record) -> dict[str, Any]:
     cost = record.extra.get("owner_cost") or {}
-    return {**{f"owner_{key}": cost.get(key) for key in OWNER_COST_KEYS}, "queries": record.extra.get("queries")}
+    owned = owned_file(record) or {}
+    return {
+        **{f"owner_{key}": cost.get(key) for key in OWNER_COST_KEYS},
+        "queries": record.extra.get("queries"),
+        "teacher_weights": owned.get("path"),
+        "teacher_sha256": owned.get("sha256"),
+    }
+
+
+def owned_file(record: Record) -> dict[str, Any] | None:
+    """The owner's weight file a record's teacher came from (teacher_weights, or defense=file)."""
+    files = record.extra.get("files") or {}
+    return files.get("teacher_weights") or files.get("defense.file.path")
+
+
+def teacher_label(record: Record) -> str:
+    """A record's teacher as rows name it: the architecture, or, for a run on the owner's network
+    (teacher_weights), the owner's name, the architecture and the file's sha256 (another file is
+    another row); every defense of that run, ``file`` included, is a row under it."""
+    return record.extra.get("teacher_label") or record.teacher
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
-    frame = pd.DataFrame([asdict(r) for r in records], columns=[*RECORD_COLUMNS, "extra"])
+    frame = pd.DataFrame(
+        [{**asdict(r), "teacher": teacher_label(r)} for r in records], columns=[*RECORD_COLUMNS, "extra"]
+    )
     extra = pd.DataFrame([_extra_columns(r) for r in records], columns=EXTRA_COLUMNS, index=frame.index)
     frame = pd.concat([frame.drop(columns=["extra"]), extra], axis=1)
+    if frame.teacher_weights.isna().all():  # no network from the owner's files: no columns for them
+        frame = frame.drop(columns=["teacher_weights", "teacher_sha256"])
     # records written before "self" students existed leave the architecture empty: it is the name
     frame["student_arch"] = frame.student_arch.where(frame.student_arch != "", frame.student)
     return frame.sort_values(["teacher", "defense", "attack", "student", "seed"], kind="stable").reset_index(drop=True)
@@ -369,7 +392,7 @@ def applicable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-HEADER_SKIPS = ("recipe", "recipe_by_model", "command", "commands", "plugins")
+HEADER_SKIPS = ("recipe", "recipe_by_model", "command", "commands", "plugins", "files", "teacher_weights")
 
 
 def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
@@ -384,6 +407,14 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
         out += [f"Recipes of particular models: `{json.dumps(by_model, sort_keys=True)}`.", ""]
     if settings.get("plugins"):
         out += ["Plugins: " + "; ".join(f"{name} ({where})" for name, where in settings["plugins"].items()) + ".", ""]
+    for where, file in sorted((settings.get("files") or {}).items()):
+        out += [
+            f"Weights from a file ({where}): `{file['path']}`, sha256 `{file['sha256']}`, not trained by the "
+            f"suite. Its accuracy is measured on the test split of {settings.get('dataset', '?')}; the suite "
+            f"cannot know whether that file saw the test split, so the figure counts only if the split was held out "
+            f"from its training (with `dataset=folder` the owner brings its own train/test split).",
+            "",
+        ]
     commands = settings.get("commands") or ([settings["command"]] if "command" in settings else [])
     if len(commands) == 1:
         out += [f"Reproduce: `{commands[0]}`", ""]
@@ -448,6 +479,12 @@ def provenance(records: list[Record]) -> dict[str, Any]:
             if code:
                 plugins.setdefault(name, set()).add(f"{code['package']} {code['version']}, source {code['source']}")
     out: dict[str, Any] = {}
+    files = {}
+    for r in records:
+        for where, file in (r.extra.get("files") or {}).items():
+            files[f"{where}, row {teacher_label(r)}"] = file
+    if files:
+        out["files"] = files
     if commands:
         out["commands"] = commands
     if plugins:

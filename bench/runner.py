@@ -57,6 +57,7 @@ class BuiltTeacher(NamedTuple):
     accuracy: float  # test top-1 of the served function, percent
     owner_cost: dict[str, float]
     weights: dict[str, str]  # checkpoint file name → content digest
+    files: dict[str, dict[str, Any]]  # weight files from outside the cache: option → path, sha256
 
 
 class Runner:
@@ -134,8 +135,9 @@ class Runner:
                     data=self.data,
                     teacher_arch=arch,
                     cache=self.cache,
-                    identity=self.plan.network_identity(arch, seed),
+                    identity=self.plan.teacher_identity(arch, seed),
                     fresh_after=self.plan.started_at if self.plan.rerun else None,
+                    teacher_file=self.plan.teacher_file,
                 )
                 built = DEFENSES.get(defense).factory(self.plan.defenses[defense]).build(ctx)
                 self._teachers[memo_key] = BuiltTeacher(
@@ -143,6 +145,7 @@ class Runner:
                     ctx.trainer.accuracy(built.serve, self.data),
                     owner_cost(built, self.data),
                     dict(ctx.weights),
+                    dict(ctx.files),
                 )
             except TrainingDiverged as err:
                 self._teachers[memo_key] = err
@@ -218,6 +221,10 @@ class Runner:
             fields["baseline_acc"], baseline_weights = self.baseline(cell.student_arch, cell.seed)
             # the checkpoints this result came from: a record whose files were replaced is stale
             extra["weights"] = {**built.weights, **baseline_weights}
+            if built.files:  # the owner's files: where the weights came from, and what cannot be known
+                extra["files"] = built.files
+            if self.plan.teacher_file is not None:
+                extra["teacher_label"] = self.plan.teacher_file.label(cell.teacher)
             if self.plan.command:
                 extra["command"] = self.plan.command
             extra["code"] = {

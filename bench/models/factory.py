@@ -1,5 +1,7 @@
-"""Build any model by name: a registered one, or ``timm/<name>`` for any timm model (random init,
-sized for the dataset); and the architecture fingerprint that is part of every cache key."""
+"""Build any model by name: a registered one (the suite's, or an installed package's through the
+``kdbench.models`` entry-point group), ``timm/<name>`` for any timm model (random init, sized for
+the dataset), or the owner's own ``package.module:factory`` (:mod:`kdbench.models.imported`); and
+the architecture fingerprint that is part of every cache key."""
 
 from __future__ import annotations
 
@@ -8,12 +10,15 @@ import hashlib
 
 import torch
 from kdbench.models.base import Classifier
+from kdbench.models.imported import create_imported, is_import_path, resolve_factory, source_digest
 from kdbench.models.registry import MODELS
 
 TIMM_PREFIX = "timm/"
 
 
 def create_model(name: str, num_classes: int, input_shape: tuple[int, int, int]) -> Classifier:
+    if is_import_path(name):
+        return create_imported(name, num_classes, input_shape)  # type: ignore[return-value]
     if name.startswith(TIMM_PREFIX):
         from kdbench.models.timm_models import create_timm_model
 
@@ -29,7 +34,9 @@ def architecture_fingerprint(name: str) -> str:
     with the old definition are never reused for the new one. Built on the meta device at a fixed
     probe shape: no memory, no data needed.
     """
-    layout = [(key, list(value.shape)) for key, value in probe_model(name).state_dict().items()]
+    layout: list = [(key, list(value.shape)) for key, value in probe_model(name).state_dict().items()]
+    if is_import_path(name):  # the owner's class: its module's source too
+        layout.append(("source", source_digest(name)))
     return hashlib.sha256(repr(layout).encode()).hexdigest()[:12]
 
 
@@ -41,7 +48,10 @@ def probe_model(name: str) -> Classifier:
 
 def check_model_name(name: str) -> None:
     """Fail before any training if ``name`` names no model."""
-    if name.startswith(TIMM_PREFIX):
+    if is_import_path(name):
+        resolve_factory(name)
+        probe_model(name)  # builds it (on the meta device): a factory returning no nn.Module stops here
+    elif name.startswith(TIMM_PREFIX):
         from kdbench.models.timm_models import check_timm_name
 
         check_timm_name(name.removeprefix(TIMM_PREFIX))

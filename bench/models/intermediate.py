@@ -37,9 +37,19 @@ class Layer:
     output_shape: tuple[int, ...]  # without the batch dimension
 
 
+def model_head(model: nn.Module) -> nn.Module:
+    """The model's ``head``; for a model without one (the owner's own class), its last leaf layer
+    with parameters."""
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Module):
+        return head
+    leaves = [m for m in model.modules() if not list(m.children()) and any(True for _ in m.parameters())]
+    return leaves[-1] if leaves else model
+
+
 def _finished_modules(model: Classifier, input_shape: tuple[int, int, int]) -> list[Layer]:
     """Every module but the model and its head, in the order their forward passes finish."""
-    head_modules = {id(m) for m in model.head.modules()}
+    head_modules = {id(m) for m in model_head(model).modules()}
     names = {id(m): n for n, m in model.named_modules()}
     seen: list[Layer] = []
 
@@ -152,14 +162,20 @@ class SelfDistillingModel(nn.Module):
             taps = [layer for layer, _ in boundaries]
         else:
             widths, taps = [[]], []
-        shapes = [layer.output_shape for layer in taps] or [(model.head.in_features,)]
+        head = model_head(model)
+        if not taps and not isinstance(head, nn.Linear):
+            raise ConfigError(
+                f"model {type(model).__name__!r} has no stages and its last layer is not nn.Linear: the skeptical "
+                f"student's auxiliary head has nowhere to attach"
+            )
+        shapes = [layer.output_shape for layer in taps] or [(head.in_features,)]
         heads = [AuxiliaryHead(shape, w, num_classes) for shape, w in zip(shapes, widths, strict=True)]
         self.aux_heads = nn.ModuleList(heads).to(device)
         self._tapped: list[Tensor | None] = [None] * len(heads)
         if taps:
             self._handles = [layer.module.register_forward_hook(self._keeper(i)) for i, layer in enumerate(taps)]
         else:  # the features the model's own head reads
-            self._handles = [model.head.register_forward_pre_hook(lambda _m, inputs: self._keep(0, inputs[0]))]
+            self._handles = [head.register_forward_pre_hook(lambda _m, inputs: self._keep(0, inputs[0]))]
 
     def _keeper(self, i: int):
         return lambda _module, _inputs, output: self._keep(i, output)

@@ -1,0 +1,154 @@
+"""``kdbench.evaluate(model, ...)``: the whole benchmark on a trained ``nn.Module``, from Python.
+
+The model's state_dict is saved under the results folder (``<results_dir>/<dataset>/owned/``,
+named after its sha256) and the run goes through ``teacher_weights=`` exactly as the CLI's does:
+the same validation, records, caching and tables. The architecture is the model's class as an
+import path (``package.module:Class``) where that imports and builds the same network; a class
+defined in a notebook or script (``__main__``) is registered in this process instead, and the run
+then computes in this process (``workers=1``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import io
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from kdbench.cache import atomic_write
+from kdbench.errors import ConfigError
+from torch import nn
+
+IN_MEMORY_PREFIX = "python/"
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: str = "digits",
+    attacks: Iterable[str] = ("kd", "blackbox"),
+    students: Iterable[str] = ("mlp",),
+    normalize: Any = None,
+    *,
+    defenses: Iterable[str] | None = None,
+    name: str | None = None,
+    results_dir: str | Path = "results/runs",
+    overrides: Mapping[str, Any] | Iterable[str] = (),
+    console: Any = None,
+    **options: Any,
+) -> pd.DataFrame:
+    """Attack ``model`` (trained, in eval mode or not) on ``dataset``; one row per record, the
+    columns of records.csv.
+
+    ``normalize`` is ``dataset.normalize`` (what the network expects: ``"[0,1]"``, ``"imagenet"``,
+    ``{"mean": [...], "std": [...]}``; None: the dataset's own statistics). ``defenses``: the
+    defenses built on it (default: all of the dataset's). Further settings are Hydra overrides:
+    keyword arguments with ``__`` for dots (``train__epochs=2``) or ``overrides={"train.epochs": 2}``.
+    Bad input raises :class:`kdbench.errors.ConfigError` before anything trains.
+    """
+    from kdbench.execute import run_command
+    from kdbench.records import RecordStore
+    from kdbench.report import records_frame
+    from rich.console import Console
+
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"evaluate() takes a torch.nn.Module, got {type(model).__name__}")
+    results = Path(results_dir).expanduser()
+    weights = save_weights(model, results / dataset / "owned")
+    arch, in_process = model_name(model)
+    args = {
+        "dataset": dataset,
+        "teacher": arch,
+        "teacher_weights": str(weights),
+        "teacher_name": name or type(model).__name__,
+        "attack": list(attacks),
+        "student": list(students),
+        "results_dir": str(results),
+        "quiet": True,
+    }
+    if normalize is not None:
+        args["dataset.normalize"] = normalize
+    if defenses is not None:
+        args["defense"] = list(defenses)
+    if in_process:
+        args["workers"] = 1
+    args.update({key.replace("__", "."): value for key, value in options.items()})
+    extra = [f"{k}={hydra_value(v)}" for k, v in overrides.items()] if isinstance(overrides, Mapping) else []
+    extra += [] if isinstance(overrides, Mapping) else list(overrides)
+    command = [f"{key}={hydra_value(value)}" for key, value in args.items()] + extra
+    plan, _ = run_command(command, console or Console(quiet=True))
+    store = RecordStore(plan.dataset_dir)
+    records = [r for r in (store.get(cell.name) for cell in plan.cells) if r is not None]
+    return records_frame(records)
+
+
+def save_weights(model: nn.Module, folder: Path) -> Path:
+    """``model``'s state_dict as ``folder/<sha256>.pt`` (the same weights, the same file)."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    blob = buffer.getvalue()
+    path = folder / f"{hashlib.sha256(blob).hexdigest()[:16]}.pt"
+    if not path.exists():
+        atomic_write(path, lambda f: f.write(blob))
+    return path
+
+
+def model_name(model: nn.Module) -> tuple[str, bool]:
+    """The name ``model``'s architecture runs under, and whether it exists only in this process."""
+    cls = type(model)
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    if cls.__module__ != "__main__" and "<locals>" not in cls.__qualname__:
+        try:
+            from kdbench.models.imported import create_imported
+
+            target = importlib.import_module(cls.__module__)
+            for part in cls.__qualname__.split("."):
+                target = getattr(target, part)
+            probe = create_imported(path, 10, (3, 32, 32))
+            if target is cls and _layout(probe) == _layout(model):
+                return path, False
+        except (ConfigError, ImportError, AttributeError):
+            pass
+    return register_in_memory(model), True
+
+
+def _layout(model: nn.Module) -> list[str]:
+    return list(model.state_dict())
+
+
+def register_in_memory(model: nn.Module) -> str:
+    """Register ``model``'s architecture (copies of it) under ``python/<Class>`` in this process."""
+    from kdbench.models import MODELS, architecture_fingerprint
+
+    name = f"{IN_MEMORY_PREFIX}{type(model).__qualname__.replace('<locals>.', '')}"
+    template = copy.deepcopy(model).cpu()
+
+    def build(num_classes: int, input_shape: tuple[int, int, int]) -> nn.Module:
+        return copy.deepcopy(template)
+
+    MODELS.unregister(name)
+    MODELS.add(name, build, source="kdbench.evaluate (this process)")
+    architecture_fingerprint.cache_clear()
+    return name
+
+
+def hydra_value(value: Any) -> str:
+    """A Python value written in Hydra's override grammar."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    text = str(value)
+    if text.startswith("[") or all(c.isalnum() or c in "_-./:+" for c in text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
