@@ -66,6 +66,9 @@ def evaluate(
         "teacher_weights": str(weights),
         "teacher_name": name or type(model).__name__,
         "attack": list(attacks),
+        # the attacks named are the columns: a config's variants (digits' kd_t20) join only when asked
+        # for with overrides={"attack_variants": {...}}
+        "attack_variants": None,
         "student": list(students),
         "results_dir": str(results),
         "quiet": True,

@@ -39,7 +39,7 @@ class TopKConfig:
 @register_defense("topk", config=TopKConfig)
 class TopKDefense(LogitPerturbationDefense):
     def check_task(self, num_classes: int, input_shape: tuple[int, int, int]) -> None:
-        if self.cfg.k > num_classes:
+        if self.cfg.kept(num_classes) > num_classes:
             raise ConfigError(
                 f"defense.topk.k={self.cfg.k} exceeds the dataset's {num_classes} classes; allowed: 1 to {num_classes}"
             )

@@ -124,6 +124,7 @@ def test_cli_attacks_the_owners_network_and_a_new_file_recomputes(owner, tmp_pat
         "dataset.normalize=[0,1]",
         "defense=[normal,nasty]",
         "attack=[kd,blackbox]",
+        "attack_variants=null",  # exactly these two attacks (digits adds kd_t20 to kd otherwise)
         "student=mlp",
         "train.epochs=2",
     ]
@@ -411,11 +412,15 @@ def test_defense_file_needs_a_path_that_exists(tmp_path):
 
 
 def test_a_model_without_head_takes_an_auxiliary_head(owner):
-    from kdbench.models.intermediate import usable_layers
+    from kdbench.models.intermediate import SelfDistillingModel, _finished_modules, model_head
 
     _, _, owner_nets = owner
-    names = [layer.name for layer in usable_layers(owner_nets.DigitsNet(), (1, 8, 8))]
-    assert names == ["conv"]  # the conv layer; its last linear layer (fc) is the head
+    net = owner_nets.DigitsNet()
+    assert model_head(net) is net.fc  # its last linear layer stands in for the head
+    assert [layer.name for layer in _finished_modules(net, (1, 8, 8))] == ["conv"]
+    tapped = SelfDistillingModel(net, (1, 8, 8), 10)  # one stage: the auxiliary head reads what fc reads
+    outputs = tapped(torch.zeros(2, 1, 8, 8))
+    assert [tuple(o.shape) for o in outputs] == [(2, 10), (2, 10)]
 
 
 def test_models_from_the_kdbench_models_entry_point_group(owner, monkeypatch):
