@@ -6,13 +6,23 @@ teacher's penultimate features (activation term). In the same loop the student d
 teacher on every generated batch: KL(σ(teacher) ‖ σ(student)). The attacker never sees a training
 input; generated batches live in the normalised input space the networks read (the generator ends
 with a BatchNorm without affine parameters, as in the paper).
+
+The generator's loss reads the teacher alone, never the student (the official loop's one backward
+pass reaches the two optimisers through a detached batch), so the sequence of generated batches does
+not depend on the student. The first student to attack a teacher in a run trains the generator in the
+official joint loop and records that sequence; every other student of the same teacher and settings
+replays it: the same training as its own joint loop, without the generator's cost (most of a step:
+the generator and a backward pass through the teacher). A sequence larger than
+:data:`RECORD_LIMIT_BYTES` is not kept, and each student trains its own generator.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -21,7 +31,7 @@ from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, regi
 from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
 from kdbench.errors import ConfigError
 from kdbench.losses import finite_logits, soft_kl
-from kdbench.train import TrainingDiverged
+from kdbench.train import TrainingDiverged, derive_seed
 from torch import Tensor, nn
 
 
@@ -56,6 +66,10 @@ class DAFLConfig:
                 raise ConfigError(f"attack.dafl.{name} must be >= 0, got {getattr(self, name)}")
         # the student learns from the generated batches: their size is the generator's
         check_recipe_overrides(self.student_recipe, "attack.dafl.student_recipe", fixed=("epochs", "batch_size"))
+
+    def generator_options(self) -> dict[str, Any]:
+        """The options the generated sequence depends on (not the student's recipe)."""
+        return {k: v for k, v in asdict(self).items() if k != "student_recipe"}
 
 
 # -- the paper's generator losses -----------------------------------------------------------------
@@ -156,11 +170,44 @@ def generator_step(
     return x.detach(), logits.detach(), loss.detach()
 
 
-def device_generator(ctx: AttackContext) -> torch.Generator:
-    """A random stream on the run's device, seeded from the attack's own stream."""
+def generator_stream(ctx: AttackContext) -> torch.Generator:
+    """The latent codes' random stream, on the run's device: from the run's seed only, not from the
+    student's stream, so that the generated sequence is the same whichever student asks first."""
     stream = torch.Generator(device=ctx.trainer.device)
-    stream.manual_seed(int(torch.randint(0, 2**62, (1,), generator=ctx.generator)))
+    stream.manual_seed(derive_seed(ctx.trainer.seed, "dafl/latent"))
     return stream
+
+
+def new_generator(cfg: DAFLConfig, ctx: AttackContext) -> Generator:
+    """The generator, initialised from the run's seed only (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(ctx.trainer.seed, "dafl/generator"))
+        generator = Generator(cfg.latent_dim, ctx.input_shape, cfg.generator_width)
+    return generator.to(ctx.trainer.device).train()
+
+
+# A sequence of generated batches beyond this many bytes is not recorded (the paper's CIFAR budget
+# would be terabytes): each student then trains its own generator, as the official code does.
+RECORD_LIMIT_BYTES = 1 << 30
+
+
+class GeneratedSequence:
+    """Every batch a generator produced in the joint loop, with the teacher's logits on it, and each
+    epoch's summed generator loss: what a later student replays."""
+
+    def __init__(self) -> None:
+        self.epochs: list[list[tuple[Tensor, Tensor]]] = []
+        self.losses: list[float] = []
+
+
+def sequence_bytes(cfg: DAFLConfig, ctx: AttackContext) -> int:
+    per_input = math.prod(ctx.input_shape) + ctx.num_classes
+    return cfg.epochs * cfg.iters_per_epoch * cfg.batch_size * per_input * 4
+
+
+# Sequences per teacher object and generator settings (with the run's seed): every student
+# attacking the same teacher in a process replays them; they go when the teacher does.
+_SEQUENCES: weakref.WeakKeyDictionary[Teacher, dict[str, GeneratedSequence]] = weakref.WeakKeyDictionary()
 
 
 @register_attack("dafl", config=DAFLConfig)
@@ -180,25 +227,19 @@ class DAFL(Attack):
 
     def run(self, teacher: Teacher, student: nn.Module, ctx: AttackContext) -> nn.Module:
         cfg = self.cfg
-        device = ctx.trainer.device
-        generator = Generator(cfg.latent_dim, ctx.input_shape, cfg.generator_width).to(device).train()
-        optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr)
-        noise = device_generator(ctx)
-
-        def generated_batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
-            """One generator step per batch, then the batch (and the teacher's logits) for the student.
-
-            The student's step on the batch follows in ``fit``: the same order as the official code,
-            where both optimisers step after one backward pass that the detached batch keeps apart.
-            """
-            total = torch.zeros((), device=device)
-            for _ in range(cfg.iters_per_epoch):
-                z = torch.randn(cfg.batch_size, cfg.latent_dim, device=device, generator=noise)
-                x, logits, loss = generator_step(generator, optimizer, teacher, z, cfg)
-                total = total + loss
-                yield x, logits
-            if not math.isfinite(float(total)):
-                raise TrainingDiverged(f"{ctx.description}: generator loss {float(total)} at epoch {epoch + 1}")
+        key = json.dumps(
+            {**cfg.generator_options(), "seed": ctx.trainer.seed, "shape": ctx.input_shape, "classes": ctx.num_classes},
+            sort_keys=True,
+        )
+        sequences = _SEQUENCES.setdefault(teacher, {})
+        recorded = sequences.get(key)
+        if recorded is not None and len(recorded.epochs) == cfg.epochs:
+            batches, what = self.replayed(recorded, ctx), "student on the recorded generator batches"
+        else:
+            record = GeneratedSequence() if sequence_bytes(cfg, ctx) <= RECORD_LIMIT_BYTES else None
+            batches, what = self.generated(teacher, ctx, record), "generator + student"
+            if record is not None:
+                sequences[key] = record  # complete once every epoch ran (a diverged one is never replayed)
 
         def objective(x: Tensor, teacher_logits: Tensor) -> dict[str, Tensor]:
             return {"kd": soft_kl(teacher_logits, student(x), tau=1.0)}
@@ -207,9 +248,51 @@ class DAFL(Attack):
         ctx.trainer.fit(
             student,
             objective,
-            generated_batches,
+            batches,
             steps_per_epoch=cfg.iters_per_epoch,
-            description=f"{ctx.description} (generator + student)",
+            description=f"{ctx.description} ({what})",
             recipe=recipe,
         )
         return student
+
+    def generated(
+        self, teacher: Teacher, ctx: AttackContext, record: GeneratedSequence | None
+    ) -> Callable[[int], Iterator[tuple[Tensor, Tensor]]]:
+        """The official joint loop's batches: one generator step per batch, then the batch (and the
+        teacher's logits) for the student, whose step follows in ``fit``; the same order as the
+        official code, where both optimisers step after one backward pass that the detached batch
+        keeps apart. Each batch also goes into ``record``."""
+        cfg, device = self.cfg, ctx.trainer.device
+        generator = new_generator(cfg, ctx)
+        optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr)
+        noise = generator_stream(ctx)
+
+        def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+            total = torch.zeros((), device=device)
+            kept: list[tuple[Tensor, Tensor]] = []
+            for _ in range(cfg.iters_per_epoch):
+                z = torch.randn(cfg.batch_size, cfg.latent_dim, device=device, generator=noise)
+                x, logits, loss = generator_step(generator, optimizer, teacher, z, cfg)
+                total = total + loss
+                kept.append((x, logits))
+                yield x, logits
+            epoch_loss = float(total)
+            if record is not None:
+                record.epochs.append(kept)
+                record.losses.append(epoch_loss)
+            check_generator_loss(epoch_loss, epoch, ctx)
+
+        return batches
+
+    @staticmethod
+    def replayed(recorded: GeneratedSequence, ctx: AttackContext) -> Callable[[int], Iterator[tuple[Tensor, Tensor]]]:
+        def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
+            yield from recorded.epochs[epoch]
+            check_generator_loss(recorded.losses[epoch], epoch, ctx)
+
+        return batches
+
+
+def check_generator_loss(loss: float, epoch: int, ctx: AttackContext) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"{ctx.description}: generator loss {loss} at epoch {epoch + 1}")

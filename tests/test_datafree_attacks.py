@@ -1,5 +1,6 @@
 """DAFL and DeepInversion as plugins: their threat model, budgets, pool reuse and configuration."""
 
+import kdbench.attacks.dafl as dafl_module
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,6 +136,45 @@ def test_dafl_trains_the_student_and_leaves_the_teacher_untouched():
     after = teacher.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in teacher.model.parameters())
+
+
+def trained_dafl_student(teacher: Teacher, arch: str, cfg: DAFLConfig, **context_options) -> torch.nn.Module:
+    torch.manual_seed(1)
+    student = create_model(arch, 4, (1, 8, 8))
+    return DAFL(cfg).run(teacher, student, context(**context_options))
+
+
+def test_a_second_student_replays_the_generated_batches_and_trains_as_in_its_own_joint_loop(monkeypatch):
+    """The generator never reads the student: a student replaying the first one's recorded batches
+    ends with the very weights it gets from a joint loop of its own (a fresh teacher object)."""
+    cfg = DAFLConfig(epochs=2, iters_per_epoch=3, batch_size=8, latent_dim=16, generator_width=8)
+    calls = []
+    original = dafl_module.generator_step
+    monkeypatch.setattr(dafl_module, "generator_step", lambda *a: calls.append(1) or original(*a))
+    shared = trained_teacher()
+    trained_dafl_student(shared, "cnn1", cfg, stream_seed=5)  # the first student: the joint loop
+    assert len(calls) == 6
+    replayed = trained_dafl_student(shared, "mlp", cfg, stream_seed=7)
+    assert len(calls) == 6  # no generator step for the second student
+    alone = trained_dafl_student(trained_teacher(), "mlp", cfg, stream_seed=7)
+    assert len(calls) == 12
+    for a, b in zip(replayed.state_dict().values(), alone.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    other_seed = trained_dafl_student(shared, "mlp", cfg, seed=3)  # another run seed: another generator
+    assert len(calls) == 18
+    assert not torch.equal(other_seed.head.weight, replayed.head.weight)
+
+
+def test_dafl_keeps_no_sequence_beyond_the_memory_limit(monkeypatch):
+    cfg = DAFLConfig(epochs=1, iters_per_epoch=2, batch_size=8, latent_dim=16, generator_width=8)
+    monkeypatch.setattr(dafl_module, "RECORD_LIMIT_BYTES", 0)
+    calls = []
+    original = dafl_module.generator_step
+    monkeypatch.setattr(dafl_module, "generator_step", lambda *a: calls.append(1) or original(*a))
+    teacher = trained_teacher()
+    trained_dafl_student(teacher, "mlp", cfg)
+    trained_dafl_student(teacher, "cnn1", cfg)
+    assert len(calls) == 4  # each student trained its own generator
 
 
 # -- DeepInversion --------------------------------------------------------------------------------

@@ -115,6 +115,21 @@ def test_batch_statistics_of_a_flat_batchnorm1d_input():
     assert torch.allclose(mean, torch.tensor([2.0, 2.0])) and torch.allclose(var, torch.tensor([1.0, 4.0]))
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_batch_statistics_and_their_gradients_match_torch_var(channels_last):
+    torch.manual_seed(0)
+    x = torch.randn(16, 5, 3, 4) * 3 + 2
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    mean, var = batch_statistics(ours)
+    (mean.sum() + (var * torch.arange(5.0)).sum()).backward()
+    ref_mean, ref_var = theirs.mean(dim=(0, 2, 3)), theirs.var(dim=(0, 2, 3), unbiased=False)
+    (ref_mean.sum() + (ref_var * torch.arange(5.0)).sum()).backward()
+    assert torch.allclose(mean, ref_mean, atol=1e-5) and torch.allclose(var, ref_var, atol=1e-4)
+    assert torch.allclose(ours.grad, theirs.grad, atol=1e-5)
+
+
 def test_feature_distribution_loss_is_the_sum_of_two_l2_distances():
     loss = feature_distribution_loss(MEAN, VAR, torch.tensor([2.5, 5.0]), torch.tensor([5.25, 3.0]))
     # ‖(0, −3)‖ + ‖(−4, 3)‖ = 3 + 5

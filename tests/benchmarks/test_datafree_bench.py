@@ -71,3 +71,31 @@ def test_one_deepinversion_step(benchmark, teacher):
 
         benchmark.extra_info.update(batch=cfg.batch_size, device=str(DEVICE))
         benchmark.pedantic(step, rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("how", ["rows", "torch_var"])
+def test_batch_statistics(benchmark, how):
+    """DeepInversion's per-layer statistics, forward and backward, on the digits teacher's three
+    BatchNorm inputs at batch 256 (NHWC, as a channels-last teacher makes them): ``rows`` is the
+    suite's :func:`batch_statistics`, ``torch_var`` the ``x.var(dim=(0, 2, 3))`` it replaced."""
+    from kdbench.attacks.deepinversion import batch_statistics
+
+    shapes = [(256, 32, 8, 8), (256, 64, 4, 4), (256, 128, 4, 4)]
+    inputs = [
+        torch.randn(*s, device=DEVICE).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+        for s in shapes
+    ]
+
+    def statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if how == "rows":
+            return batch_statistics(x)
+        return x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+
+    def step() -> None:
+        for x in inputs:
+            mean, var = statistics(x)
+            (mean.sum() + var.sum()).backward()
+        sync()
+
+    benchmark.extra_info.update(device=str(DEVICE))
+    benchmark.pedantic(step, rounds=20, warmup_rounds=2)

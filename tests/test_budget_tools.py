@@ -1,0 +1,81 @@
+"""The budget table (kdbench.budget_table) and the time profile (kdbench.time_profile): what they
+read from records and logs, and the tables they print."""
+
+from pathlib import Path
+
+import pytest
+from kdbench import budget_table, time_profile
+from kdbench.records import Record, RecordStore
+
+
+def put(folder: Path, attack: str, student: str, seed: int, acc: float | None, wall: float, status="ok") -> None:
+    RecordStore(folder / "digits").put(
+        Record(
+            dataset="digits",
+            defense="normal",
+            attack=attack,
+            student=student,
+            seed=seed,
+            teacher="digits_cnn",
+            teacher_acc=99.0,
+            student_acc=acc,
+            baseline_acc=97.0,
+            drop=None if acc is None else 97.0 - acc,
+            status=status,
+            wall_s=wall,
+            key="k",
+        )
+    )
+
+
+def test_the_budget_table_gives_each_students_mean_std_and_change_from_the_default(tmp_path):
+    rows = []
+    for i, accs in enumerate([{"mlp": [95, 96]}, {"mlp": [80, 84]}, {"mlp": [83, 85]}]):
+        folder = tmp_path / str(i)
+        for seed, acc in enumerate(accs["mlp"]):
+            put(folder, "deepinversion", "mlp", seed, acc, wall=1.5)
+        row = budget_table.measured(folder, "digits")
+        row.label = ["kd", "default", "pool_size=8192"][i]
+        rows.append(row)
+    put(tmp_path / "2", "deepinversion", "mlp", 2, None, wall=0.5, status="diverged")
+    rows[2] = budget_table.measured(tmp_path / "2", "digits")
+    rows[2].label = "pool_size=8192"
+    lines = budget_table.table(rows, ["mlp"]).splitlines()
+    assert lines[2] == "| kd | 95.5 ± 0.7 |  | 3.0 |"
+    assert lines[3] == "| default | 82.0 ± 2.8 | +0.0 | 3.0 |"
+    # mean 84 against 82; the diverged cell is counted, not averaged
+    assert lines[4] == "| pool_size=8192 (1 cell(s) not ok) | 84.0 ± 1.4 | +2.0 | 3.5 |"
+
+
+def test_the_default_budget_is_read_from_the_composed_config():
+    budget = budget_table.default_budget("deepinversion", ["attack.deepinversion.steps=7"], ("pool_size", "steps"))
+    assert budget["steps"] == 7 and budget["pool_size"] > 0
+
+
+def test_an_attack_without_known_knobs_needs_them_named():
+    with pytest.raises(SystemExit) as stop:
+        budget_table.main(["kd"])
+    assert stop.value.code == 2
+
+
+def test_the_time_profile_sums_cells_by_attack_and_networks_by_kind(tmp_path, capsys):
+    put(tmp_path, "kd", "mlp", 0, 90.0, wall=1.0)
+    put(tmp_path, "kd", "cnn1", 0, 91.0, wall=2.0)
+    put(tmp_path, "dafl", "mlp", 0, 50.0, wall=5.0)
+    log = tmp_path / "run.log"
+    log.write_text(
+        "network teacher digits_cnn/normal (seed 0): ok, acc 99.44, 4.5 s\n"
+        "  network scratch mlp (seed 0): ok, acc 95.00, 1.5 s\n"
+        "network teacher digits_cnn/nasty (seed 1): diverged: loss nan at epoch 3, 2.0 s\n"
+        "digits_cnn__normal__kd__mlp__seed0: ok\n"
+    )
+    assert time_profile.cell_seconds(tmp_path / "digits") == {"dafl": (1, 5.0), "kd": (2, 3.0)}
+    assert time_profile.network_seconds(log.read_text()) == {
+        "scratch mlp": (1, 1.5),
+        "teacher nasty": (1, 2.0),
+        "teacher normal": (1, 4.5),
+    }
+    assert time_profile.main([str(tmp_path / "digits"), "--log", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert "| dafl | 1 | 5.0 | 5.00 | 62% |" in out and "| total | 3 | 8.0 | | |" in out
+    assert "| teacher normal | 1 | 4.5 | 4.50 | 56% |" in out
