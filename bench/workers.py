@@ -181,16 +181,17 @@ def run_in_workers(
 
     built: set[Network] = set()
     in_flight: dict[Future, Network | list[tuple[Cell, str]]] = {}
+    cost = AttackCost()
 
     def next_task(pool: ProcessPoolExecutor) -> Future | None:
         if networks:
             network = networks.pop(0)
             return _submit(pool, in_flight, network, _build_network, network)
-        for i, batch in enumerate(waiting):
-            if all(n in built for cell, _ in batch for n in networks_of(cell)):
-                del waiting[i]
-                return _submit(pool, in_flight, batch, _compute_cells, batch)
-        return None
+        ready = [i for i, batch in enumerate(waiting) if all(n in built for c, _ in batch for n in networks_of(c))]
+        if not ready:
+            return None
+        batch = waiting.pop(max(ready, key=lambda i: (cost.estimate(waiting[i][0][0].attack), -i)))
+        return _submit(pool, in_flight, batch, _compute_cells, batch)
 
     progress.matrix(len(networks) + len(cells), parallel=workers)
     with worker_pool(plan, workers, progress) as pool:
@@ -215,6 +216,7 @@ def run_in_workers(
                     progress.unit_done()
                     continue
                 for (cell, key), (record, computed) in zip(task, result, strict=True):
+                    cost.add(cell.attack, record.wall_s if computed else None)
                     finished += 1
                     progress.unit_done()
                     how = outcome(record) if computed else "computed by another run, reused"
@@ -225,6 +227,24 @@ def run_in_workers(
                         done.append(twin_record(twin, record))
                         store.put(done[-1])
     return done
+
+
+class AttackCost:
+    """What a cell of each attack has cost so far in this run, for handing out the costliest work
+    first (longest processing time first): the workers then finish together instead of one waiting
+    on the last long cell. An attack not measured yet counts as the costliest, so that each attack's
+    first cell is measured early."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = {}
+
+    def add(self, attack: str, wall_s: float | None) -> None:
+        if wall_s is not None:
+            self.seconds.setdefault(attack, []).append(wall_s)
+
+    def estimate(self, attack: str) -> float:
+        times = self.seconds.get(attack)
+        return sum(times) / len(times) if times else float("inf")
 
 
 def describe(task: Network | list[tuple[Cell, str]]) -> str:

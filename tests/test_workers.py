@@ -201,3 +201,17 @@ def test_a_bad_worker_count_on_the_command_line_is_refused_before_training(tmp_p
     assert main(["run", "preset=tiny", f"results_dir={tmp_path}", "workers=0"]) == 2
     assert "error: workers must be a positive integer or auto, got 0" in capsys.readouterr().err
     assert not (tmp_path / "synthetic" / "records").exists()
+
+
+def test_the_costliest_attack_measured_so_far_goes_first_and_an_unmeasured_one_before_it():
+    from kdbench.workers import AttackCost
+
+    cost = AttackCost()
+    cost.add("kd", 1.0)
+    cost.add("kd", 3.0)
+    cost.add("deepinversion", 9.0)
+    cost.add("blackbox", None)  # reused from another run: not a measurement
+    assert cost.estimate("kd") == 2.0 and cost.estimate("deepinversion") == 9.0
+    assert cost.estimate("blackbox") == float("inf")
+    ranked = sorted(["kd", "deepinversion", "blackbox"], key=cost.estimate, reverse=True)
+    assert ranked == ["blackbox", "deepinversion", "kd"]
