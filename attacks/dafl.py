@@ -201,6 +201,7 @@ class GeneratedSequence:
 
 
 def sequence_bytes(cfg: DAFLConfig, ctx: AttackContext) -> int:
+    """What recording the whole sequence would hold: every generated input and its logits, float32."""
     per_input = math.prod(ctx.input_shape) + ctx.num_classes
     return cfg.epochs * cfg.iters_per_epoch * cfg.batch_size * per_input * 4
 

@@ -28,7 +28,6 @@ KNOBS: dict[str, tuple[str, ...]] = {
     "dafl": ("epochs", "batch_size"),
     "deepinversion": ("pool_size", "steps", "kd_epochs"),
 }
-CONVERGED_POINTS = 2.0  # a doubling that moves a mean by less than this leaves the default converged
 
 
 @dataclass
@@ -39,14 +38,14 @@ class Row:
     failed: int
 
 
-def measured(folder: Path, dataset: str) -> Row:
+def measured(folder: Path, dataset: str, label: str) -> Row:
     records = RecordStore(folder / dataset).all()
     accuracy: dict[str, list[float]] = {}
     for record in sorted(records, key=lambda r: (r.student, r.seed)):
         if record.status == STATUS_OK and record.student_acc is not None:
             accuracy.setdefault(record.student, []).append(record.student_acc)
     failed = sum(r.status != STATUS_OK for r in records)
-    return Row("", accuracy, sum(r.wall_s for r in records), failed)
+    return Row(label, accuracy, sum(r.wall_s for r in records), failed)
 
 
 def run(attack: str, overrides: list[str], results: Path, cache: Path) -> None:
@@ -133,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 run("kd", args.overrides, folder, cache)
             else:
                 run(args.attack, [*args.overrides, *extra], folder, cache)
-            row = measured(folder, dataset)
-            row.label = label
+            row = measured(folder, dataset, label)
             rows.append(row)
             print(f"{label}: {', '.join(f'{s} {mean_std(v)}' for s, v in sorted(row.accuracy.items()))}", flush=True)
     students = sorted({s for row in rows for s in row.accuracy})

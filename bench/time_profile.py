@@ -17,7 +17,7 @@ from pathlib import Path
 from kdbench.records import RecordStore
 
 NETWORK_LINE = re.compile(
-    r"network (teacher \S+?/(?P<defense>\S+)|scratch (?P<student>\S+)) \(seed \d+\): .*?([\d.]+) s$"
+    r"network (teacher \S+?/(?P<defense>\S+)|scratch (?P<student>\S+)) \(seed \d+\): .*?(?P<seconds>[\d.]+) s$"
 )
 
 
@@ -36,7 +36,7 @@ def network_seconds(log: str) -> dict[str, tuple[int, float]]:
         match = NETWORK_LINE.search(line.strip())
         if match:
             what = f"teacher {match['defense']}" if match["defense"] else f"scratch {match['student']}"
-            totals[what].append(float(match.group(4)))
+            totals[what].append(float(match["seconds"]))
     return {what: (len(times), sum(times)) for what, times in sorted(totals.items())}
 
 

@@ -190,7 +190,8 @@ def run_in_workers(
         ready = [i for i, batch in enumerate(waiting) if all(n in built for c, _ in batch for n in networks_of(c))]
         if not ready:
             return None
-        batch = waiting.pop(max(ready, key=lambda i: (cost.estimate(waiting[i][0][0].attack), -i)))
+        # every cell of a batch is one (teacher, defense, attack, seed): its first names the attack
+        batch = waiting.pop(ready[cost.first([waiting[i][0][0].attack for i in ready])])
         return _submit(pool, in_flight, batch, _compute_cells, batch)
 
     progress.matrix(len(networks) + len(cells), parallel=workers)
@@ -245,6 +246,10 @@ class AttackCost:
     def estimate(self, attack: str) -> float:
         times = self.seconds.get(attack)
         return sum(times) / len(times) if times else float("inf")
+
+    def first(self, attacks: list[str]) -> int:
+        """The index of the attack whose cells to hand out first: the costliest, the earliest of equals."""
+        return max(range(len(attacks)), key=lambda i: (self.estimate(attacks[i]), -i))
 
 
 def describe(task: Network | list[tuple[Cell, str]]) -> str:

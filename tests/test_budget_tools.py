@@ -34,12 +34,9 @@ def test_the_budget_table_gives_each_students_mean_std_and_change_from_the_defau
         folder = tmp_path / str(i)
         for seed, acc in enumerate(accs["mlp"]):
             put(folder, "deepinversion", "mlp", seed, acc, wall=1.5)
-        row = budget_table.measured(folder, "digits")
-        row.label = ["kd", "default", "pool_size=8192"][i]
-        rows.append(row)
+        rows.append(budget_table.measured(folder, "digits", ["kd", "default", "pool_size=8192"][i]))
     put(tmp_path / "2", "deepinversion", "mlp", 2, None, wall=0.5, status="diverged")
-    rows[2] = budget_table.measured(tmp_path / "2", "digits")
-    rows[2].label = "pool_size=8192"
+    rows[2] = budget_table.measured(tmp_path / "2", "digits", "pool_size=8192")
     lines = budget_table.table(rows, ["mlp"]).splitlines()
     assert lines[2] == "| kd | 95.5 ± 0.7 |  | 3.0 |"
     assert lines[3] == "| default | 82.0 ± 2.8 | +0.0 | 3.0 |"

@@ -215,3 +215,6 @@ def test_the_costliest_attack_measured_so_far_goes_first_and_an_unmeasured_one_b
     assert cost.estimate("blackbox") == float("inf")
     ranked = sorted(["kd", "deepinversion", "blackbox"], key=cost.estimate, reverse=True)
     assert ranked == ["blackbox", "deepinversion", "kd"]
+    # what run_in_workers hands out next among the ready batches' attacks
+    assert cost.first(["kd", "deepinversion", "kd"]) == 1
+    assert cost.first(["kd", "blackbox", "deepinversion", "htc"]) == 1  # unmeasured: the earliest first
