@@ -31,7 +31,7 @@ from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, regi
 from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
 from kdbench.errors import ConfigError
 from kdbench.losses import finite_logits, soft_kl
-from kdbench.train import TrainingDiverged, derive_seed
+from kdbench.train import TrainingDiverged, adam, derive_seed
 from torch import Tensor, nn
 
 
@@ -265,7 +265,7 @@ class DAFL(Attack):
         keeps apart. Each batch also goes into ``record``."""
         cfg, device = self.cfg, ctx.trainer.device
         generator = new_generator(cfg, ctx)
-        optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr)
+        optimizer = adam(generator.parameters(), cfg.generator_lr)
         noise = generator_stream(ctx)
 
         def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:

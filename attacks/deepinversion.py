@@ -32,7 +32,7 @@ from kdbench.data import index_batches, random_crop_flip
 from kdbench.errors import ConfigError
 from kdbench.losses import finite_logits, soft_kl
 from kdbench.teacher_answers import ask_in_chunks
-from kdbench.train import TrainingDiverged, derive_seed
+from kdbench.train import TrainingDiverged, adam, derive_seed
 from torch import Tensor, nn
 
 # Temperature of the adaptive term's Jensen-Shannon divergence, as in the official CIFAR-10 code.
@@ -267,7 +267,7 @@ def synthesize_batch(
     the optimiser updates in place.
     """
     x = torch.randn(len(targets), *input_shape, generator=stream).to(targets.device).requires_grad_(True)
-    optimizer = torch.optim.Adam([x], lr=cfg.lr)
+    optimizer = adam([x], cfg.lr)
     terms: dict[str, Tensor] = {}
     with batchnorm_statistics(teacher.model) as hooks:
         for _ in range(cfg.steps):

@@ -8,7 +8,7 @@ from kdbench.config import compose_config, plan_from_config
 from kdbench.errors import ConfigError
 from kdbench.progress import Progress
 from kdbench.runner import Runner
-from kdbench.train import Acceleration, Recipe, make_optimizer, resolve_acceleration
+from kdbench.train import Acceleration, Recipe, adam, make_optimizer, resolve_acceleration
 
 
 @pytest.mark.parametrize(
@@ -39,6 +39,12 @@ def test_bad_acceleration_settings_are_refused_naming_what_is_allowed():
 def test_cpu_parameters_get_a_fused_optimizer(optimizer):
     params = [torch.nn.Parameter(torch.ones(3))]
     assert make_optimizer(params, Recipe(optimizer=optimizer)).defaults["fused"] is True
+
+
+def test_the_data_free_attacks_adam_is_fused_on_the_cpu_and_pytorchs_default_elsewhere():
+    """DAFL's generator and DeepInversion's inputs step through ``adam``: fused where PyTorch can fuse."""
+    assert adam([torch.zeros(4, requires_grad=True)], 0.1).defaults["fused"] is True
+    assert adam([torch.zeros(4, device="meta", requires_grad=True)], 0.1).defaults["fused"] is None
 
 
 def test_a_trained_teacher_serves_from_nhwc_weights_on_the_cpu(tmp_path):
