@@ -72,6 +72,14 @@ def test_data_free_attacks_clone_the_normal_teacher_well_above_chance(records):
     assert (normal["deepinversion"] >= 60).all(), normal["deepinversion"].to_dict()  # chance: 10%
 
 
+def test_deepinversion_comes_within_12_points_of_kd_from_the_normal_teacher(records):
+    """Issue 16 asks for 10 points on means over 3 seeds (measured: 97.5 / 89.9 against KD's 97.3 /
+    95.7); one seed on another machine of the kind gets 2 points more room (seed-0 DeepInversion
+    cells differ by up to 3.6 points across machines)."""
+    normal = records[records.defense == "normal"].pivot(index="student", columns="attack", values="student_acc")
+    assert ((normal["kd"] - normal["deepinversion"]) <= 12.0).all(), normal.to_dict()
+
+
 def test_the_nasty_teacher_lowers_the_data_free_students(records):
     data_free = records[records.attack.isin(DATA_FREE)]
     acc = data_free.groupby(["attack", "student", "defense"]).student_acc.mean().unstack()
