@@ -199,5 +199,8 @@ def test_the_whole_suite_runs_on_a_folder_of_images(tmp_path):
     # one epoch reaches none of the default multistep milestones (80, 120): a constant rate instead
     args = [f"data_root={tmp_path / 'images'}", "teacher=digits_cnn", "student=[mlp]", "train.epochs=1"]
     args.append("train.schedule=constant")
+    # every attack runs; the data-free ones at a token budget (their budgets are tested on digits)
+    args += ["attack.deepinversion.pool_size=256", "attack.deepinversion.steps=5", "attack.deepinversion.kd_epochs=2"]
+    args += ["attack.dafl.epochs=1", "attack.dafl.iters_per_epoch=10"]
     assert main(["run", "all", "dataset=folder", *args, "quiet=true", f"results_dir={results}"]) == 0
     assert "| normal |" in (results / "folder" / "leaderboard.md").read_text()
