@@ -64,6 +64,32 @@ def test_the_source_hash_covers_the_plugin_module_and_the_package_modules_it_imp
     assert fingerprint["package"] == "kdbench" and len(fingerprint["source"]) == 12
 
 
+def test_the_installed_distributions_are_read_once_and_again_for_a_newly_installed_package(monkeypatch):
+    """Listing the distributions reads every installed file: once per process, except that a package
+    missing from the list (installed since) makes it read the list again."""
+    from kdbench import code_fingerprint as fingerprint
+
+    installed = {"kdbench": ["kdbench"]}
+    reads = []
+
+    def packages_distributions():
+        reads.append(1)
+        return dict(installed)
+
+    monkeypatch.setattr(fingerprint.importlib.metadata, "packages_distributions", packages_distributions)
+    monkeypatch.setattr(fingerprint.importlib.metadata, "version", lambda name: "1.0")
+    fingerprint._distributions_by_package.cache_clear()
+    try:
+        assert fingerprint._distribution("kdbench.attacks.kd") == ("kdbench", "1.0")
+        assert fingerprint._distribution("kdbench.defenses.nasty") == ("kdbench", "1.0")
+        assert len(reads) == 1
+        installed["newplugin"] = ["new-plugin"]
+        assert fingerprint._distribution("newplugin.attack") == ("new-plugin", "1.0")
+        assert len(reads) == 2
+    finally:
+        fingerprint._distributions_by_package.cache_clear()
+
+
 def test_editing_a_plugin_recomputes_exactly_its_cells(tmp_path, probe_plugin):
     plan = tiny_plan(tmp_path, "attack=[kd,echo_probe]")
     assert run_matrix(plan, Progress(quiet=True))  # 4 cells: normal, nasty × kd, echo_probe
