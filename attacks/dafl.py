@@ -270,15 +270,16 @@ class DAFL(Attack):
 
         def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
             total = torch.zeros((), device=device)
-            kept: list[tuple[Tensor, Tensor]] = []
+            kept: list[tuple[Tensor, Tensor]] | None = None if record is None else []
             for _ in range(cfg.iters_per_epoch):
                 z = torch.randn(cfg.batch_size, cfg.latent_dim, device=device, generator=noise)
                 x, logits, loss = generator_step(generator, optimizer, teacher, z, cfg)
                 total = total + loss
-                kept.append((x, logits))
+                if kept is not None:  # over the memory limit nothing is held, not even an epoch
+                    kept.append((x, logits))
                 yield x, logits
             epoch_loss = float(total)
-            if record is not None:
+            if record is not None and kept is not None:
                 record.epochs.append(kept)
                 record.losses.append(epoch_loss)
             check_generator_loss(epoch_loss, epoch, ctx)

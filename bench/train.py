@@ -149,9 +149,13 @@ def make_optimizer(params: Iterable[nn.Parameter], recipe: Recipe) -> torch.opti
     params = list(params)
     if recipe.optimizer == "adam":
         return adam(params, recipe.lr, recipe.weight_decay)
-    fused = can_fuse(params)
     return torch.optim.SGD(
-        params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=False, fused=fused
+        params,
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=False,
+        fused=can_fuse(params),
     )
 
 
