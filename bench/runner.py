@@ -112,14 +112,22 @@ class Runner:
         waits, then takes over the final record that run wrote instead of computing the cell again."""
         with self.cache.claim_cell(key, cell.name, self.progress.log):
             existing = self.store.get(cell.name)
-            # with rerun, only a record written since this run started (by a concurrent run) counts
-            fresh = not self.plan.rerun or self.store.path(cell.name).stat().st_mtime >= self.plan.started_at
-            if existing is not None and existing.key == key and existing.status in FINAL_STATUSES and fresh:
+            if existing is not None and existing.key == key and existing.status in FINAL_STATUSES and self.fresh(cell):
                 self.progress.log(f"{cell.name}: computed by another run on this folder, reused")
                 return existing, False
             record = self.run_cell(cell, key)
             self.store.put(record)
             return record, True
+
+    def fresh(self, cell: Cell) -> bool:
+        """Whether ``cell``'s record may be taken over: always, except that with ``rerun`` only a record
+        written since this run started (by a concurrent run) counts."""
+        if not self.plan.rerun:
+            return True
+        try:
+            return self.store.path(cell.name).stat().st_mtime >= self.plan.started_at
+        except FileNotFoundError:  # removed since it was read (a concurrent rerun replaces it)
+            return False
 
     # -- the pieces every cell needs, built once per run -------------------------------------
 

@@ -163,6 +163,14 @@ def test_rerun_recomputes_the_selected_cells_and_retrains_their_networks(tmp_pat
     assert store.get(done[0].cell).student_acc == records_before[done[0].cell].student_acc
 
 
+def test_rerun_computes_a_selected_cell_that_has_no_record_yet(tmp_path):
+    """rerun=true on cells never computed in this folder (it once failed reading their missing record)."""
+    run_matrix(tiny_plan(tmp_path, "attack=kd", "defense=normal"), Progress(quiet=True))
+    rerun = tiny_plan(tmp_path, "attack=kd", "defense=nasty", "rerun=true")
+    done = run_matrix(rerun, Progress(quiet=True))
+    assert [(r.cell, r.status) for r in done] == [("digits_cnn__nasty__kd__mlp__seed0", "ok")]
+
+
 def test_rerun_must_be_a_boolean(tmp_path):
     from kdbench.errors import ConfigError
 
