@@ -31,12 +31,12 @@ from kdbench.workers import run_in_workers
 from rich.console import Console
 
 
-def check_runnable(plan: RunPlan) -> None:
+def check_runnable(plan: RunPlan) -> ImageData:
     """Refuse, before anything trains, a results or cache folder that cannot be written, a dataset
     that cannot be loaded (a missing folder is bad input, not a failure recorded in every cell), a
     plugin option the dataset's shape rules out (``defense.topk.k`` above its class count), and an
     owner's weight file that does not load or scores near chance on the test split (inputs it does
-    not expect)."""
+    not expect). Returns the dataset, loaded on the CPU."""
     check_creatable(plan.dataset_dir, "results folder", "results_dir")
     check_creatable(plan.cache_dir, "cache folder", "cache_dir")
     data = load_dataset(plan.dataset)
@@ -44,6 +44,7 @@ def check_runnable(plan: RunPlan) -> None:
     for name, path, sha256 in owned_files(plan):
         check_owned_network(plan, data, path, sha256, name)
     check_writable(plan)  # last: it creates the results folder
+    return data
 
 
 def check_task(plan: RunPlan, num_classes: int, input_shape: tuple[int, int, int]) -> None:
@@ -117,11 +118,11 @@ def run_command(overrides: list[str], console: Console) -> tuple[RunPlan, list[R
 
     command = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
     plan = replace(plan_from_config(compose_config(overrides)), command=command)
-    check_runnable(plan)
+    data = check_runnable(plan)
     progress = Progress(console, quiet=plan.quiet, heartbeat_s=plan.heartbeat_s)
     start = time.perf_counter()
     with progress.session():
-        done = run_matrix(plan, progress)
+        done = run_matrix(plan, progress, data)
     elapsed = time.perf_counter() - start
     settings = settings_of(plan)
     settings["command"] = command
@@ -136,9 +137,10 @@ def run_command(overrides: list[str], console: Console) -> tuple[RunPlan, list[R
     return plan, done
 
 
-def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
+def run_matrix(plan: RunPlan, progress: Progress, data: ImageData | None = None) -> list[Record]:
     """Compute every cell of ``plan`` that has no final record for its configuration; returns the
-    records written (cells already done are skipped)."""
+    records written (cells already done are skipped). ``data``: the plan's dataset, when the caller
+    has loaded it already (on any device)."""
     store = RecordStore(plan.dataset_dir)
     for folder in (plan.dataset_dir, store.folder, plan.cache_dir):
         for stray in remove_stale_temporaries(folder):
@@ -152,11 +154,11 @@ def run_matrix(plan: RunPlan, progress: Progress) -> list[Record]:
     progress.log(f"{len(todo)} of {len(plan.cells)} cells to compute; records go to {plan.dataset_dir}/records/")
     measured = measured_records(plan, store)
     if plan.workers > 1 and len({key for _, key in todo if key not in measured}) > 1:
-        return run_in_workers(plan, progress, todo, measured)
+        return run_in_workers(plan, progress, todo, measured, data)
     previous = torch.get_num_threads()
     torch.set_num_threads(plan.threads)  # the threads the cache keys hold, as in a worker
     try:
-        return Runner(plan, progress).run(todo, measured)
+        return Runner(plan, progress, data).run(todo, measured)
     finally:
         torch.set_num_threads(previous)
 

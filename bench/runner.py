@@ -61,12 +61,13 @@ class BuiltTeacher(NamedTuple):
 
 
 class Runner:
-    def __init__(self, plan: RunPlan, progress: Progress) -> None:
+    def __init__(self, plan: RunPlan, progress: Progress, data: ImageData | None = None) -> None:
+        """``data``: the plan's dataset if already loaded (on any device); otherwise loaded when needed."""
         self.plan = plan
         self.progress = progress
         self.store = RecordStore(plan.dataset_dir)
         self.cache = ArtifactCache(plan.cache_dir)
-        self._data: ImageData | None = None
+        self._data = None if data is None else data.to(plan.device)
         self._teachers: dict[tuple[str, str, int], BuiltTeacher | TrainingDiverged] = {}
         self._baselines: dict[tuple[str, int], tuple[float, dict[str, str]] | TrainingDiverged] = {}
 

@@ -155,7 +155,7 @@ def test_the_wheel_installs_only_the_kdbench_namespace(tmp_path):
     assert "kdbench/conf/config.yaml" in names and "kdbench/conf/preset/default.yaml" in names
     dist_info = next(t for t in top_level if t.endswith(".dist-info"))
     entry_points = zipfile.ZipFile(wheel).read(f"{dist_info}/entry_points.txt").decode()
-    assert "bench = kdbench.cli:main" in entry_points
+    assert "bench = kdbench.cli:program" in entry_points
 
     # a fresh venv that sees this one's packages (torch and the rest) but installs the wheel itself
     venv = tmp_path / "venv"

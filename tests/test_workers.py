@@ -218,3 +218,27 @@ def test_the_costliest_attack_measured_so_far_goes_first_and_an_unmeasured_one_b
     # what run_in_workers hands out next among the ready batches' attacks
     assert cost.first(["kd", "deepinversion", "kd"]) == 1
     assert cost.first(["kd", "blackbox", "deepinversion", "htc"]) == 1  # unmeasured: the earliest first
+
+
+def test_the_parent_hands_a_small_loaded_dataset_to_the_workers_and_a_large_one_is_loaded_there(monkeypatch):
+    import kdbench.runner
+    import kdbench.workers
+    from kdbench.config import compose_config, plan_from_config
+    from kdbench.datasets import load_dataset
+    from kdbench.progress import Progress
+    from kdbench.runner import Runner
+
+    plan = plan_from_config(compose_config(["preset=tiny", "device=cpu"]))
+    data = load_dataset(plan.dataset)
+    shared = kdbench.workers.shareable(data)
+    assert shared is not None and torch.equal(shared.train.x, data.train.x) and shared.device.type == "cpu"
+    size = sum(t.nbytes for s in (data.train, data.test) for t in (s.x, s.y))
+    monkeypatch.setattr(kdbench.workers, "SHARED_DATA_LIMIT_BYTES", size - 1)
+    assert kdbench.workers.shareable(data) is None
+    assert kdbench.workers.shareable(None) is None
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a Runner given the dataset loads it again")
+
+    monkeypatch.setattr(kdbench.runner, "load_dataset", no_loading)
+    assert torch.equal(Runner(plan, Progress(quiet=True), shared).data.train.x, data.train.x)
