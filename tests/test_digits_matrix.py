@@ -1,45 +1,56 @@
-"""The default digits matrix reproduces the Nasty-Teacher effect over three seeds (issue 2's
-acceptance, stated on means), lets the black-box attack clone the normal teacher about as well as
-vanilla KD (issue 4's), and lets the data-free attacks clone it well above chance while the nasty
-teacher lowers them (issue 3's); those two on seed 0.
+"""The default digits matrix, RobustBench-style: its acceptance figures are checked on the committed
+reference (results/reference/digits, ``bench run all seeds=3``), which must be what the current
+configuration and code compute.
 
-This trains the real default configuration, so it is marked ``slow``; CI runs it,
-``pytest -m "not slow"`` skips it.
+- The reference is current: every cell of ``bench run all seeds=3`` has a final record there whose
+  key (configuration, the plugins' code) is the one the current tree gives it. Editing a plugin or
+  a default without regenerating the reference fails here.
+- On it, over three seeds: the Nasty-Teacher effect (issue 2's acceptance, stated on means), the
+  black-box attack cloning the normal teacher about as well as vanilla KD (issue 4's), and
+  DeepInversion within 10 points of KD with a seed spread of at most 3 points while the nasty
+  teacher lowers it (issues 3 and 16).
+- That the code reproduces those numbers, training for real, is
+  tests/test_reference_reproduction.py: a fresh clone's run of a slice compared with the reference
+  within its seed spread.
 """
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from kdbench.cli import main
+from kdbench.cells import pending_cells
+from kdbench.config import compose_config, plan_from_config
+from kdbench.records import RecordStore
 
-pytestmark = pytest.mark.slow
-
-# The default digits configuration, on the defenses and attacks these acceptance checks are about
-# (the whole default matrix, every defense × attack, takes too long for CI on 2 cores): the
-# skeleton's slice with three seeds, then the other attacks on seed 0 (reusing its teachers).
-# exactly these attacks: digits' kd_t20 variant joins kd otherwise (its column is checked elsewhere)
-SKELETON = ["defense=[normal,nasty]", "attack=kd", "attack_variants=null", "seeds=3"]
-SLICE = ["defense=[normal,nasty]", "attack=[kd,blackbox,deepinversion]", "attack_variants=null"]
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "results" / "reference"
 
 
 @pytest.fixture(scope="module")
-def all_records(tmp_path_factory) -> pd.DataFrame:
-    results = tmp_path_factory.mktemp("results")
-    for selection in (SKELETON, SLICE):
-        assert main(["run", "all", *selection, f"results_dir={results}", "quiet=true"]) == 0
-    return pd.read_csv(results / "digits" / "records.csv")
+def reference_plan(tmp_path_factory):
+    """``bench run all seeds=3`` pointed at the reference folder (reading only: no cache there)."""
+    cache = tmp_path_factory.mktemp("no-cache")
+    overrides = ["seeds=3", f"results_dir={REFERENCE}", "reference_dir=null", f"cache_dir={cache}"]
+    return plan_from_config(compose_config(overrides))
 
 
 @pytest.fixture(scope="module")
-def records(all_records) -> pd.DataFrame:
-    """Seed 0 of the slice."""
-    return all_records[all_records.seed == 0]
+def all_records() -> pd.DataFrame:
+    return pd.read_csv(REFERENCE / "digits" / "records.csv")
 
 
-def test_every_cell_finished(all_records):
-    from kdbench.config import compose_config, plan_from_config
+def test_the_reference_is_what_the_current_configuration_and_code_compute(reference_plan):
+    before = {p.name: p.stat().st_mtime_ns for p in (REFERENCE / "digits").rglob("*")}
+    stale = [cell.name for cell, _ in pending_cells(reference_plan, RecordStore(reference_plan.dataset_dir))]
+    assert len(reference_plan.cells) == 5 * 7 * 2 * 3  # defenses × attacks (kd_t20 too) × students × seeds
+    assert stale == [], f"{len(stale)} reference cells are stale, e.g. {stale[:3]}: regenerate it (README)"
+    assert {p.name: p.stat().st_mtime_ns for p in (REFERENCE / "digits").rglob("*")} == before  # read only
 
-    cells = {c.name for selection in (SKELETON, SLICE) for c in plan_from_config(compose_config(selection)).cells}
-    assert len(all_records) == len(cells) == 2 * 2 * 3 + 2 * 2 * 2
+
+def test_every_cell_finished(reference_plan, all_records):
+    assert sorted(
+        all_records.apply(lambda r: f"{r.teacher}__{r.defense}__{r.attack}__{r.student}__seed{r.seed}", axis=1)
+    ) == sorted(cell.name for cell in reference_plan.cells)
     assert set(all_records.status) == {"ok"}
 
 
@@ -58,31 +69,31 @@ def test_kd_from_the_nasty_teacher_ends_at_least_5_points_below_kd_from_the_norm
     assert (gap >= 5.0).all(), gap.to_dict()
 
 
-def test_blackbox_queries_of_the_training_inputs_come_within_5_points_of_kd_from_the_normal_teacher(records):
-    normal = records[records.defense == "normal"].pivot(index="student", columns="attack", values="student_acc")
+def normal_means(records: pd.DataFrame) -> pd.DataFrame:
+    """Student accuracy from the normal teacher, mean over seeds: student × attack."""
+    normal = records[records.defense == "normal"]
+    return normal.groupby(["student", "attack"]).student_acc.mean().unstack()
+
+
+def test_blackbox_queries_of_the_training_inputs_come_within_5_points_of_kd_from_the_normal_teacher(all_records):
+    normal = normal_means(all_records)
     assert set(normal.index) == {"mlp", "cnn1"}
-    assert ((normal["kd"] - normal["blackbox"]) <= 5.0).all(), normal.to_dict()
+    assert ((normal["kd"] - normal["blackbox"]) <= 5.0).all(), normal[["kd", "blackbox"]].to_dict()
 
 
-DATA_FREE = ["deepinversion"]
+def test_deepinversion_comes_within_10_points_of_kd_from_the_normal_teacher_with_a_steady_seed_spread(all_records):
+    """Issue 16's criteria on 3-seed means (the reference: 97.5 ± 0.7 / 89.9 ± 1.8 against KD's
+    97.3 / 95.7). DAFL does not meet them on digits: its budget table shows where it saturates."""
+    normal = normal_means(all_records)
+    assert ((normal["kd"] - normal["deepinversion"]) <= 10.0).all(), normal[["kd", "deepinversion"]].to_dict()
+    di = all_records[(all_records.defense == "normal") & (all_records.attack == "deepinversion")]
+    spread = di.groupby("student").student_acc.std()
+    assert len(spread) == 2 and (spread <= 3.0).all(), spread.to_dict()
 
 
-def test_data_free_attacks_clone_the_normal_teacher_well_above_chance(records):
-    normal = records[records.defense == "normal"].set_index(["attack", "student"]).student_acc
-    assert (normal["deepinversion"] >= 60).all(), normal["deepinversion"].to_dict()  # chance: 10%
-
-
-def test_deepinversion_comes_within_12_points_of_kd_from_the_normal_teacher(records):
-    """Issue 16 asks for 10 points on means over 3 seeds (measured: 97.5 / 89.9 against KD's 97.3 /
-    95.7); one seed on another machine of the kind gets 2 points more room (seed-0 DeepInversion
-    cells differ by up to 3.6 points across machines)."""
-    normal = records[records.defense == "normal"].pivot(index="student", columns="attack", values="student_acc")
-    assert ((normal["kd"] - normal["deepinversion"]) <= 12.0).all(), normal.to_dict()
-
-
-def test_the_nasty_teacher_lowers_the_data_free_students(records):
-    data_free = records[records.attack.isin(DATA_FREE)]
-    acc = data_free.groupby(["attack", "student", "defense"]).student_acc.mean().unstack()
+def test_the_nasty_teacher_lowers_the_data_free_students(all_records):
+    data_free = all_records[all_records.attack == "deepinversion"]
+    acc = data_free.groupby(["student", "defense"]).student_acc.mean().unstack()
     gap = acc["normal"] - acc["nasty"]
     assert len(gap) == 2 and (gap > 0).all(), gap.to_dict()
-    assert (gap.groupby(level="attack").mean() >= 10).all(), gap.to_dict()
+    assert gap.mean() >= 10, gap.to_dict()

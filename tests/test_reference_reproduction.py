@@ -24,12 +24,12 @@ from kdbench.reference import MIN_TOLERANCE, compare
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference" / "digits"
-SLICE = ["run", "defense=[normal,nasty]", "attack=kd", "student=mlp"]  # kd and its kd_t20 variant: 4 cells
+SLICE = ["run", "defense=[normal,nasty]", "attack=kd"]  # kd and its kd_t20 variant, both students: 8 cells
 
 
 @pytest.fixture(scope="module")
 def fresh_clone_run(tmp_path_factory):
-    """The README's `bench run` in a fresh clone of the committed tree (a slice: four cells)."""
+    """The README's `bench run` in a fresh clone of the committed tree (a slice: eight cells)."""
     clone = tmp_path_factory.mktemp("clone") / "kdbench"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     env = {k: v for k, v in os.environ.items() if not k.startswith("KDBENCH_")}
@@ -51,7 +51,7 @@ def test_a_fresh_clone_run_writes_no_tracked_file_and_compares_with_the_referenc
     assert (clone / "results" / "runs" / "digits" / "leaderboard.md").exists()
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
     assert status.stdout == ""  # results/runs/ is ignored; the reference is untouched
-    assert "vs reference results/reference/digits: 4 cell(s) compared (4 with the same configuration" in result.stdout
+    assert "vs reference results/reference/digits: 8 cell(s) compared (8 with the same configuration" in result.stdout
 
 
 @pytest.mark.slow
@@ -60,7 +60,7 @@ def test_the_slice_reproduces_the_reference_within_its_seed_spread(fresh_clone_r
     assert result.returncode == 0, result.stderr[-3000:]
     run = RecordStore(clone / "results" / "runs" / "digits").all()
     comparison = compare(run, RecordStore(REFERENCE).all(), REFERENCE)
-    assert len(comparison.differences) == 4
+    assert len(comparison.differences) == 8
     assert comparison.outside == [], comparison.summary()
 
 
