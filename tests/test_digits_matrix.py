@@ -30,7 +30,15 @@ REFERENCE = ROOT / "results" / "reference"
 def reference_plan(tmp_path_factory):
     """``bench run all seeds=3`` pointed at the reference folder (reading only: no cache there)."""
     cache = tmp_path_factory.mktemp("no-cache")
-    overrides = ["seeds=3", f"results_dir={REFERENCE}", "reference_dir=null", f"cache_dir={cache}"]
+    # the settings it was made with (run.json): on another machine "auto" would choose others
+    overrides = [
+        "seeds=3",
+        "device=cpu",
+        "threads=1",
+        f"results_dir={REFERENCE}",
+        "reference_dir=null",
+        f"cache_dir={cache}",
+    ]
     return plan_from_config(compose_config(overrides))
 
 
