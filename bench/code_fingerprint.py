@@ -40,8 +40,17 @@ def _module_file(module: str) -> Path | None:
     return Path(spec.origin)
 
 
-def _imports(path: Path, module: str) -> set[str]:
+def _imports(path: Path, module: str) -> frozenset[str]:
     """Every module name ``path`` imports (absolute or relative), including imported names that are modules."""
+    stat = path.stat()
+    return _parsed_imports(str(path), module, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _parsed_imports(path_name: str, module: str, mtime_ns: int, size: int) -> frozenset[str]:
+    """:func:`_imports` of one version of the file (its modification time and size): parsed once,
+    not once per cell key (the 70 keys of the digits matrix parse 258 files)."""
+    path = Path(path_name)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
@@ -53,7 +62,7 @@ def _imports(path: Path, module: str) -> set[str]:
                 anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
                 base = f"{anchor}.{base}" if base else anchor
             names |= {base, *(f"{base}.{alias.name}" for alias in node.names)}
-    return names
+    return frozenset(names)
 
 
 def source_files(module: str) -> list[Path]:

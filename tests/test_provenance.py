@@ -183,3 +183,13 @@ def test_a_run_never_writes_into_the_reference_folder(tmp_path):
 
     with pytest.raises(ConfigError, match="committed reference folder"):
         plan_from_config(compose_config(["preset=tiny", f"reference_dir={tmp_path}", f"results_dir={tmp_path}"]))
+
+
+def test_a_module_parsed_once_is_parsed_again_once_edited(tmp_path):
+    from kdbench.code_fingerprint import _imports
+
+    module = tmp_path / "probe_plugin.py"
+    module.write_text("import kdbench.losses\n")
+    assert _imports(module, "probe_plugin") == {"kdbench.losses"}
+    module.write_text("import kdbench.train as t\n")  # another size: another version of the file
+    assert _imports(module, "probe_plugin") == {"kdbench.train"}
