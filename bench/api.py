@@ -11,6 +11,7 @@ entry points are imported by :mod:`kdbench.discovery`, never by this module.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ class DefenseContext:
     teacher_file: TeacherFile | None = None
     # every weight file from outside the cache it was built from, option → path, sha256 (in the record)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # each network trained (not loaded) while building: its kind and seconds, for the run's log
+    trained_now: list[tuple[str, float]] = field(default_factory=list)
     _memo: dict[str, Classifier] = field(default_factory=dict)
 
     def new_model(self, purpose: str) -> tuple[Classifier, Any]:
@@ -85,12 +88,18 @@ class DefenseContext:
         if key in self._memo:
             return self._memo[key]
         model, generator = self.new_model(f"teacher/{kind}")
+
+        def train_now() -> None:
+            start = time.perf_counter()
+            train(model, generator)
+            self.trained_now.append((kind, time.perf_counter() - start))
+
         path = self.cache.fill(
             key,
             model,
             arch=self.teacher_arch,
             meta={"kind": kind},
-            train=lambda: train(model, generator),
+            train=train_now,
             on_wait=self.trainer.progress.log,
             fresh_after=self.fresh_after,
         )

@@ -149,6 +149,11 @@ class Runner:
                     teacher_file=self.plan.teacher_file,
                 )
                 built = DEFENSES.get(defense).factory(self.plan.defenses[defense]).build(ctx)
+                for kind, seconds in ctx.trained_now:
+                    if kind != defense:  # trained on the way, the nasty teacher's normal adversary say
+                        self.progress.log(
+                            f"network teacher {arch}/{kind} (seed {seed}): trained for {defense}, {seconds:.1f} s"
+                        )
                 self._teachers[memo_key] = BuiltTeacher(
                     built,
                     ctx.trainer.accuracy(built.serve, self.data),

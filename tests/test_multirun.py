@@ -48,7 +48,9 @@ def test_a_two_cell_multirun_writes_both_records_and_the_leaderboard(tmp_path, l
     for text in texts:
         assert re.search(r"\[1/1\] digits_cnn/(normal|nasty) × kd → mlp \(seed 0\): ok, student acc ", text), text
         assert "1 of 1 cells to compute" in text, text
-    # the nasty job trains the nasty teacher and says so; which job trains the normal teacher (and
-    # the baseline) depends on which gets there first (the nasty teacher trains against it)
+    # each teacher is trained once and logged by the job that trains it: which job trains the normal
+    # one depends on which gets there first (the nasty teacher trains against it)
     both = "".join(texts)
     assert both.count("network teacher digits_cnn/nasty (seed 0): ok") == 1, both
+    normal = re.findall(r"network teacher digits_cnn/normal \(seed 0\): (ok|trained for nasty)", both)
+    assert len(normal) == 1, both

@@ -111,3 +111,13 @@ def test_a_bad_heartbeat_interval_is_refused_naming_it(value):
 
     with pytest.raises(ConfigError, match="heartbeat_s must be a positive number of seconds"):
         plan_from_config(compose_config(["preset=tiny", f"heartbeat_s={value}"]))
+
+
+def test_a_network_trained_on_the_way_to_another_is_logged_too(tmp_path, capsys):
+    """The nasty teacher alone: its normal adversary trains inside its build, and says so."""
+    from kdbench.cli import main
+
+    assert main(["run", "all", "preset=tiny", "defense=nasty", f"results_dir={tmp_path}", "reference_dir=null"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"network teacher digits_cnn/normal \(seed 0\): trained for nasty, \d+\.\d s", out), out
+    assert "network teacher digits_cnn/nasty (seed 0): ok, acc " in out, out
