@@ -93,6 +93,35 @@ class DeepInversionConfig:
 # -- the paper's loss terms -----------------------------------------------------------------------
 
 
+class _BatchStatistics(torch.autograd.Function):
+    """Per-channel mean and biased variance with a one-pass backward.
+
+    For μ = E[x] and σ² = E[x²] − μ² over the N values of a channel, ∂L/∂x = a + b·x with
+    b = 2·∂L/∂σ² / N and a = ∂L/∂μ / N − b·μ: one fused multiply-add over the input. Autograd's
+    backward of the same formula makes about six passes over it (the two means' expansions, the
+    product rule of x·x, their sum); the DeepInversion cells of the digits matrix run 9 % faster
+    (normal teacher, both students, one thread: 12.1 and 12.0 s → 10.8 and 11.2 s). Where rounding
+    makes E[x²] − μ² negative the variance is clamped to 0 and the formula's gradient still flows.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> tuple[Tensor, Tensor]:
+        rows = x.movedim(1, -1).reshape(-1, x.shape[1])
+        mean = rows.mean(dim=0)
+        var = ((rows * rows).mean(dim=0) - mean * mean).clamp_min(0.0)
+        ctx.save_for_backward(x, mean)
+        return mean, var
+
+    @staticmethod
+    def backward(ctx: Any, grad_mean: Tensor, grad_var: Tensor) -> Tensor:
+        x, mean = ctx.saved_tensors
+        n = x.numel() // x.shape[1]  # values per channel
+        b = (2.0 / n) * grad_var
+        a = grad_mean / n - b * mean
+        per_channel = [1, -1] + [1] * (x.ndim - 2)
+        return torch.addcmul(a.view(per_channel), x, b.view(per_channel))
+
+
 def batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
     """Per-channel mean and biased variance of a BatchNorm layer's input (N×C or N×C×...).
 
@@ -100,11 +129,9 @@ def batch_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
     activations of a channels-last teacher that view costs no copy, and forward plus backward take
     a third of the time of ``x.var`` over dims (0, 2, 3) on the CPU (digits teacher, batch 256:
     3.3 ms against 8.8 ms per step for its three layers: ``test_batch_statistics`` in
-    tests/benchmarks/test_datafree_bench.py). Clamped at 0 against rounding.
+    tests/benchmarks/test_datafree_bench.py); the backward is :class:`_BatchStatistics`'s.
     """
-    rows = x.movedim(1, -1).reshape(-1, x.shape[1])
-    mean = rows.mean(dim=0)
-    return mean, ((rows * rows).mean(dim=0) - mean * mean).clamp_min(0.0)
+    return _BatchStatistics.apply(x)
 
 
 def feature_distribution_loss(mean: Tensor, var: Tensor, running_mean: Tensor, running_var: Tensor) -> Tensor:

@@ -246,3 +246,12 @@ def test_jitter_rolls_within_its_range_and_flip_mirrors():
     assert all(f or p for f, p in zip(flipped, plain, strict=True))  # nothing else comes out
     assert 5 < sum(flipped) < 35  # about half mirrored
     assert len({tuple(out.flatten().tolist()) for out in outputs}) > 5  # and the shift varies
+
+
+@pytest.mark.parametrize("shape", [(6, 3, 2, 2), (5, 4)], ids=["conv", "flat"])
+def test_the_batch_statistics_backward_is_the_exact_gradient(shape):
+    """gradcheck in double precision, for a BatchNorm2d and a BatchNorm1d input: the one-pass
+    backward a + b·x is the gradient of E[x] and E[x²] − E[x]²."""
+    torch.manual_seed(0)
+    x = (torch.randn(*shape, dtype=torch.double) * 2 + 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(batch_statistics, (x,))
