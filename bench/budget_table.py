@@ -8,7 +8,8 @@ A default is converged when no doubling moves a student's mean by 2 points or mo
 
 Each budget is one ``bench run all`` in a fresh results folder; the teachers and baselines come
 from one cache folder shared by the budgets, so they train once. Extra arguments are passed to every
-run (``seeds=5``, ``dataset=...``, a preset). The knobs of each data-free attack are in
+run (``seeds=5``, ``dataset=...``, a preset), except the attack's own options (a candidate default,
+``attack.dafl.batch_size=128``), which go to its runs and not to KD's. The knobs of each data-free attack are in
 :data:`KNOBS`; ``--knobs a,b`` picks others, ``--scale 0.5`` halves instead of doubling.
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from kdbench.records import STATUS_OK, RecordStore
 
 KNOBS: dict[str, tuple[str, ...]] = {
-    "dafl": ("epochs", "batch_size"),
+    "dafl": ("epochs", "iters_per_epoch", "batch_size"),
     "deepinversion": ("pool_size", "steps", "kd_epochs"),
 }
 
@@ -79,6 +80,13 @@ def default_budget(attack: str, overrides: list[str], knobs: tuple[str, ...]) ->
     return {knob: getattr(options, knob) for knob in knobs}
 
 
+def shared_overrides(attack: str, overrides: list[str]) -> list[str]:
+    """The overrides that also apply to the KD reference run: all but the attack's own options
+    (``attack.dafl.batch_size=128``, a candidate default), which a run without that attack refuses."""
+    own = f"attack.{attack}."
+    return [o for o in overrides if not o.lstrip("+~").startswith(own)]
+
+
 def mean_std(values: list[float]) -> str:
     if not values:
         return "—"
@@ -111,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--knobs", help="comma-separated options to scale (default: the attack's own)")
     parser.add_argument("--scale", type=float, default=2.0, help="the factor each knob is multiplied by")
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (seeds=5, dataset=...)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may follow the attack: `dafl --knobs epochs seeds=5`
     knobs = tuple(args.knobs.split(",")) if args.knobs else KNOBS.get(args.attack, ())
     if not knobs:
         parser.error(f"attack {args.attack!r} has no known budget knobs: name them with --knobs a,b")
@@ -129,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, (label, extra) in enumerate([("kd (reference point)", None), *budgets]):
             folder = Path(tmp) / f"run{i}"
             if extra is None:
-                run("kd", args.overrides, folder, cache)
+                run("kd", shared_overrides(args.attack, args.overrides), folder, cache)
             else:
                 run(args.attack, [*args.overrides, *extra], folder, cache)
             row = measured(folder, dataset, label)

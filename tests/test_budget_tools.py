@@ -76,3 +76,26 @@ def test_the_time_profile_sums_cells_by_attack_and_networks_by_kind(tmp_path, ca
     out = capsys.readouterr().out
     assert "| dafl | 1 | 5.0 | 5.00 | 62% |" in out and "| total | 3 | 8.0 | | |" in out
     assert "| teacher normal | 1 | 4.5 | 4.50 | 56% |" in out
+
+
+@pytest.mark.parametrize("attack", sorted(budget_table.KNOBS))
+def test_every_budget_knob_is_an_integer_option_of_its_attack(attack):
+    knobs = budget_table.KNOBS[attack]
+    budget = budget_table.default_budget(attack, [], knobs)
+    assert set(budget) == set(knobs)
+    assert all(isinstance(v, int) and v > 0 for v in budget.values()), budget
+
+
+def test_the_attacks_own_overrides_reach_its_runs_but_not_the_kd_reference(monkeypatch, capsys):
+    """A candidate default (attack.dafl.batch_size=128) is checked by doubling from it; the KD run
+    has no dafl node to override and would refuse it."""
+    calls = []
+    monkeypatch.setattr(budget_table, "run", lambda attack, overrides, results, cache: calls.append((attack, overrides)))
+    monkeypatch.setattr(
+        budget_table, "measured", lambda folder, dataset, label: budget_table.Row(label, {"mlp": [90.0]}, 1.0, 0)
+    )
+    assert budget_table.main(["dafl", "--knobs", "batch_size", "seeds=1", "attack.dafl.batch_size=128"]) == 0
+    assert calls[0] == ("kd", ["seeds=1"])
+    assert calls[1] == ("dafl", ["seeds=1", "attack.dafl.batch_size=128"])
+    assert calls[2] == ("dafl", ["seeds=1", "attack.dafl.batch_size=128", "attack.dafl.batch_size=256"])
+    assert "| batch_size=256 |" in capsys.readouterr().out
