@@ -90,7 +90,9 @@ def test_the_attacks_own_overrides_reach_its_runs_but_not_the_kd_reference(monke
     """A candidate default (attack.dafl.batch_size=128) is checked by doubling from it; the KD run
     has no dafl node to override and would refuse it."""
     calls = []
-    monkeypatch.setattr(budget_table, "run", lambda attack, overrides, results, cache: calls.append((attack, overrides)))
+    monkeypatch.setattr(
+        budget_table, "run", lambda attack, overrides, results, cache: calls.append((attack, overrides))
+    )
     monkeypatch.setattr(
         budget_table, "measured", lambda folder, dataset, label: budget_table.Row(label, {"mlp": [90.0]}, 1.0, 0)
     )
