@@ -9,8 +9,8 @@ A default is converged when no doubling moves a student's mean by 2 points or mo
 Each budget is one ``bench run all`` in a fresh results folder; the teachers and baselines come
 from one cache folder shared by the budgets, so they train once. Extra arguments are passed to every
 run (``seeds=5``, ``dataset=...``, a preset), except the attack's own options (a candidate default,
-``attack.dafl.batch_size=128``), which go to its runs and not to KD's. The knobs of each data-free attack are in
-:data:`KNOBS`; ``--knobs a,b`` picks others, ``--scale 0.5`` halves instead of doubling.
+``attack.dafl.batch_size=128``), which go to its runs and not to KD's. The knobs of each data-free
+attack are in :data:`KNOBS`; ``--knobs a,b`` picks others, ``--scale 0.5`` halves instead of doubling.
 """
 
 from __future__ import annotations
