@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kdbench.models.base import Classifier
+from kdbench.models.layout import Flatten, GlobalAvgPool
 from kdbench.models.registry import register_model
 from torch import Tensor, nn
 
@@ -28,8 +29,7 @@ class DigitsCNN(Classifier):
             nn.MaxPool2d(2),
             *_conv_bn_relu(32, 64),
             *_conv_bn_relu(64, 128),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
+            GlobalAvgPool(),
         )
         self.head = nn.Linear(128, num_classes)
 
@@ -53,7 +53,7 @@ class OneConvCNN(Classifier):
     def __init__(self, num_classes: int, input_shape: tuple[int, int, int], channels: int = 16) -> None:
         super().__init__()
         c, h, w = input_shape
-        self.body = nn.Sequential(*_conv_bn_relu(c, channels), nn.MaxPool2d(2), nn.Flatten())
+        self.body = nn.Sequential(*_conv_bn_relu(c, channels), nn.MaxPool2d(2), Flatten())
         self.head = nn.Linear(channels * (h // 2) * (w // 2), num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
