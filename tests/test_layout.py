@@ -8,6 +8,13 @@ from torch import nn
 
 CHANNELS_LAST = torch.channels_last
 
+# each layer beside the PyTorch layers it stands for
+AGAINST_PYTORCH = pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [(GlobalAvgPool(), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())), (Flatten(), nn.Flatten())],
+    ids=["global_avg_pool", "flatten"],
+)
+
 
 def values_and_gradient(layer: nn.Module, x: torch.Tensor, upstream: torch.Tensor):
     x = x.detach().clone().requires_grad_(True)
@@ -17,11 +24,7 @@ def values_and_gradient(layer: nn.Module, x: torch.Tensor, upstream: torch.Tenso
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, CHANNELS_LAST])
-@pytest.mark.parametrize(
-    ("ours", "theirs"),
-    [(GlobalAvgPool(), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())), (Flatten(), nn.Flatten())],
-    ids=["global_avg_pool", "flatten"],
-)
+@AGAINST_PYTORCH
 def test_same_numbers_as_pytorch(ours, theirs, layout):
     torch.manual_seed(0)
     x = torch.randn(5, 6, 3, 7).contiguous(memory_format=layout)  # 3 × 7: HW = 21 is not a power of two
@@ -43,11 +46,7 @@ def arriving_gradient(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return arrived[0]
 
 
-@pytest.mark.parametrize(
-    ("ours", "theirs"),
-    [(GlobalAvgPool(), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())), (Flatten(), nn.Flatten())],
-    ids=["global_avg_pool", "flatten"],
-)
+@AGAINST_PYTORCH
 def test_gradient_keeps_the_input_layout(ours, theirs):
     x = torch.randn(4, 8, 4, 4).contiguous(memory_format=CHANNELS_LAST)
     assert arriving_gradient(ours, x).stride(1) == 1  # channels innermost, as in the input
