@@ -2,7 +2,7 @@
 
 The attacker picks query inputs from a source, sends each to the API once (the budget counts every
 input), and trains the student on the answers it got: the transfer set. It never receives the
-teacher, its weights or its gradients, only a :class:`~kdbench.teacher.TeacherAPI`.
+teacher, its weights or its gradients, only a :class:`~kdbench.serving.teacher.TeacherAPI`.
 
 Sources (``attack.blackbox.source``):
 
@@ -27,13 +27,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
-from kdbench.data import DatasetConfig, InputFormat, convert_images, index_batches
-from kdbench.datasets import DATASETS, load_dataset
-from kdbench.errors import ConfigError
-from kdbench.losses import soft_kl
-from kdbench.teacher_answers import ask_in_chunks
 from torch import Tensor, nn
+
+from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
+from kdbench.data.catalogue import DATASETS, load_dataset
+from kdbench.data.images import DatasetConfig, InputFormat, convert_images, index_batches
+from kdbench.errors import ConfigError
+from kdbench.serving.answers import ask_in_chunks
+from kdbench.training.losses import soft_kl
 
 SOURCES = {
     "train": DataAccess.TRAIN_INPUTS,

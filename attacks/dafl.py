@@ -27,12 +27,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, register_attack
 from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
 from kdbench.errors import ConfigError
-from kdbench.losses import finite_logits, soft_kl
-from kdbench.train import TrainingDiverged, adam, derive_seed
-from torch import Tensor, nn
+from kdbench.training.loop import TrainingDiverged
+from kdbench.training.losses import finite_logits, soft_kl
+from kdbench.training.recipe import adam
+from kdbench.training.seeds import derive_seed
 
 
 @dataclass

@@ -26,14 +26,17 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, register_attack
 from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
-from kdbench.data import index_batches, random_crop_flip
+from kdbench.data.images import index_batches, random_crop_flip
 from kdbench.errors import ConfigError
-from kdbench.losses import finite_logits, soft_kl
-from kdbench.teacher_answers import ask_in_chunks
-from kdbench.train import TrainingDiverged, adam, derive_seed
-from torch import Tensor, nn
+from kdbench.serving.answers import ask_in_chunks
+from kdbench.training.loop import TrainingDiverged
+from kdbench.training.losses import finite_logits, soft_kl
+from kdbench.training.recipe import adam
+from kdbench.training.seeds import derive_seed
 
 # Temperature of the adaptive term's Jensen-Shannon divergence, as in the official CIFAR-10 code.
 COMPETITION_TAU = 3.0

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
 from kdbench.errors import ConfigError
-from kdbench.teacher_answers import Answered
-from torch import Tensor, nn
+from kdbench.serving.answers import Answered
 
 
 @dataclass

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
 from kdbench.errors import ConfigError
-from kdbench.losses import kd_loss
-from kdbench.teacher_answers import Answered
-from torch import nn
+from kdbench.serving.answers import Answered
+from kdbench.training.losses import kd_loss
 
 
 @dataclass

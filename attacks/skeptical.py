@@ -26,13 +26,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
 from kdbench.errors import ConfigError
-from kdbench.losses import soft_kl
 from kdbench.models import Classifier
 from kdbench.models.intermediate import SelfDistillingModel
-from kdbench.teacher_answers import Answered, answered_batches
-from torch import Tensor, nn
+from kdbench.serving.answers import Answered, answered_batches
+from kdbench.training.losses import soft_kl
 
 # The reference's fixed weights of the self-distillation of out[1] from the final head.
 SELF_KL_WEIGHT = 0.3

@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from kdbench.errors import ConfigError
-from kdbench.train import Recipe
+from kdbench.training.recipe import Recipe
 
 
 def check_recipe_overrides(overrides: dict[str, Any], where: str, *, fixed: tuple[str, ...] = ("epochs",)) -> None:

@@ -6,7 +6,7 @@ with a decorator; its options are a dataclass, which becomes a Hydra config grou
 (``attack=kd attack.kd.tau=8``) and reaches the plugin's constructor as ``cfg``.
 
 The suite's own plugins (:mod:`kdbench.attacks`, :mod:`kdbench.defenses`) and installed packages'
-entry points are imported by :mod:`kdbench.discovery`, never by this module.
+entry points are imported by :mod:`kdbench.plugins.discovery`, never by this module.
 """
 
 from __future__ import annotations
@@ -19,17 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from kdbench.cache import ArtifactCache, config_hash, file_digest
-from kdbench.code_fingerprint import code_fingerprint
-from kdbench.data import ImageData, InputFormat
+from torch import Tensor, nn
+
+from kdbench.data.images import ImageData, InputFormat
 from kdbench.errors import BenchError, ConfigError
 from kdbench.models import Classifier, create_model
-from kdbench.registry import Registry
-from kdbench.teacher import Perturbation, QueryBudgetExceeded, Teacher, TeacherAPI
-from kdbench.threat_model import Access, DataAccess
-from kdbench.train import Trainer
-from kdbench.weights import TEST_SPLIT_NOTE, TeacherFile, check_weight_file, load_weights
-from torch import Tensor, nn
+from kdbench.models.weights import TEST_SPLIT_NOTE, TeacherFile, check_weight_file, load_weights
+from kdbench.plugins.fingerprint import code_fingerprint
+from kdbench.plugins.registry import Registry
+from kdbench.serving.teacher import Perturbation, QueryBudgetExceeded, Teacher, TeacherAPI
+from kdbench.serving.threat_model import Access, DataAccess
+from kdbench.store.cache import ArtifactCache, file_digest
+from kdbench.store.keys import config_hash
+from kdbench.training.loop import Trainer
 
 
 @dataclass

@@ -11,8 +11,9 @@ import time
 from dataclasses import MISSING, Field
 from typing import Any
 
-from kdbench.errors import BenchError, Terminated
 from rich.console import Console
+
+from kdbench.errors import BenchError, Terminated
 
 USAGE = """\
 bench run [all] [KEY=VALUE ...]   run the results matrix (or the slice the overrides choose)
@@ -34,8 +35,8 @@ SIGTERM); of report: 0, or 1 when a record file is unreadable (the tables leave 
 
 
 def _run(overrides: list[str], console: Console) -> int:
-    from kdbench.execute import run_command
-    from kdbench.records import STATUS_FAILED
+    from kdbench.matrix.run import run_command
+    from kdbench.store.records import STATUS_FAILED
 
     plan, done = run_command(overrides, console)
     failed = [record for record in done if record.status == STATUS_FAILED]
@@ -48,7 +49,7 @@ def _run(overrides: list[str], console: Console) -> int:
 
 def _warn_unreadable(folder: Any) -> int:
     """Name on stderr each record file the tables left out; their number (the tables are incomplete)."""
-    from kdbench.report import unreadable_records
+    from kdbench.report.files import unreadable_records
 
     unreadable = unreadable_records(folder)
     for path, reason in unreadable:
@@ -57,10 +58,10 @@ def _warn_unreadable(folder: Any) -> int:
 
 
 def _multirun(overrides: list[str], console: Console) -> int:
-    from kdbench.multirun import launch
-    from kdbench.records import RecordStore
-    from kdbench.report import leaderboard_frame, records_frame
-    from kdbench.terminal_view import print_terminal_view
+    from kdbench.matrix.multirun import launch
+    from kdbench.report.leaderboard import leaderboard_frame, records_frame
+    from kdbench.report.terminal import print_terminal_view
+    from kdbench.store.records import RecordStore
 
     start = time.perf_counter()
     plan = launch(overrides)
@@ -75,9 +76,9 @@ def _report(overrides: list[str], console: Console) -> int:
     ``dataset=`` names)."""
     from pathlib import Path
 
-    from kdbench.config import compose_config
-    from kdbench.report import write_reports
-    from kdbench.terminal_view import print_terminal_view
+    from kdbench.config.compose import compose_config
+    from kdbench.report.files import write_reports
+    from kdbench.report.terminal import print_terminal_view
 
     cfg = compose_config(overrides)
     results = Path(str(cfg.results_dir)).expanduser()
@@ -103,10 +104,10 @@ def _list(console: Console) -> int:
     from dataclasses import fields
 
     from kdbench.api import ATTACKS, DEFENSES
-    from kdbench.datasets import DATASETS
-    from kdbench.discovery import load_plugins
+    from kdbench.data.catalogue import DATASETS
     from kdbench.models import MODELS
-    from kdbench.registry import build
+    from kdbench.plugins.discovery import load_plugins
+    from kdbench.plugins.registry import build
 
     load_plugins()
 
@@ -129,7 +130,7 @@ def _list(console: Console) -> int:
                 say(f"      {option.name}={_default(option)!r}")
             if not options:
                 say("      (no options)")
-    from kdbench.config import compose_config
+    from kdbench.config.compose import compose_config
 
     variants = compose_config([]).get("attack_variants") or {}
     say()
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)  # one line, never wrapped: scripts grep it
         return 2
     except RuntimeError as err:
-        from kdbench.workers import WorkerDied
+        from kdbench.matrix.workers import WorkerDied
 
         if not isinstance(err, WorkerDied):
             raise

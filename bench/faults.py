@@ -5,9 +5,9 @@ process reaches a point whose name matches the glob ``pattern``, it sends itself
 (action ``kill``: dies on the spot, no handler, no cleanup) or ``SIGSTOP`` (action ``stop``: frozen
 until someone sends ``SIGCONT``). The points:
 
-- ``train/<description>`` after every optimiser step of :func:`kdbench.train.fit`, e.g.
+- ``train/<description>`` after every optimiser step of :func:`kdbench.training.loop.fit`, e.g.
   ``train/teacher nasty digits_cnn``, ``train/scratch mlp``, ``train/kd digits_cnn/nasty→mlp``;
-- ``write/<path>`` in :func:`kdbench.cache.atomic_write` once the temporary file is complete, just
+- ``write/<path>`` in :func:`kdbench.store.atomic.atomic_write` once the temporary file is complete, just
   before it is renamed to ``path`` (records, checkpoints, tables).
 
 Unset, as it always is outside tests, a point costs one environment lookup.

@@ -20,9 +20,10 @@ from typing import Any
 
 import pandas as pd
 import torch
-from kdbench.cache import atomic_write
-from kdbench.errors import ConfigError
 from torch import nn
+
+from kdbench.errors import ConfigError
+from kdbench.store.atomic import atomic_write
 
 IN_MEMORY_PREFIX = "python/"
 
@@ -50,10 +51,11 @@ def evaluate(
     keyword arguments with ``__`` for dots (``train__epochs=2``) or ``overrides={"train.epochs": 2}``.
     Bad input raises :class:`kdbench.errors.ConfigError` before anything trains.
     """
-    from kdbench.execute import run_command
-    from kdbench.records import RecordStore
-    from kdbench.report import records_frame
     from rich.console import Console
+
+    from kdbench.matrix.run import run_command
+    from kdbench.report.leaderboard import records_frame
+    from kdbench.store.records import RecordStore
 
     if not isinstance(model, nn.Module):
         raise ConfigError(f"evaluate() takes a torch.nn.Module, got {type(model).__name__}")

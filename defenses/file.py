@@ -12,7 +12,7 @@ from typing import Any
 
 from kdbench.api import Defense, DefenseContext, Teacher, register_defense
 from kdbench.errors import ConfigError
-from kdbench.weights import check_weight_file
+from kdbench.models.weights import check_weight_file
 
 
 @dataclass

@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
+
 from kdbench.api import DefenseContext, register_defense
 from kdbench.defenses.perturbation import LogitPerturbationDefense, Perturbation, restore_argmax
 from kdbench.errors import ConfigError
-from kdbench.train import derive_seed
-from torch import Tensor
+from kdbench.training.seeds import derive_seed
 
 _PRIME = 2_147_483_647  # 2³¹ − 1: products of two residues fit in int64
 _QUANTUM = 1024  # inputs are rounded to 1/1024 before hashing

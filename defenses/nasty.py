@@ -9,13 +9,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch.nn.functional as F
+from torch import Tensor
+
 from kdbench.api import Defense, DefenseContext, Teacher, register_defense
 from kdbench.defenses.normal import normal_network
 from kdbench.errors import ConfigError
-from kdbench.losses import soft_kl
 from kdbench.models import Classifier
-from kdbench.teacher_answers import Answered
-from torch import Tensor
+from kdbench.serving.answers import Answered
+from kdbench.training.losses import soft_kl
 
 
 @dataclass

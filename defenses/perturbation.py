@@ -11,9 +11,10 @@ from __future__ import annotations
 from abc import abstractmethod
 
 import torch
+from torch import Tensor
+
 from kdbench.api import Defense, DefenseContext, Perturbation, Teacher
 from kdbench.defenses.normal import normal_network
-from torch import Tensor
 
 
 class LogitPerturbationDefense(Defense):

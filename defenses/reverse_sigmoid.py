@@ -21,10 +21,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
 from kdbench.api import DefenseContext, register_defense
 from kdbench.defenses.perturbation import LogitPerturbationDefense, Perturbation, restore_argmax
 from kdbench.errors import ConfigError
-from torch import Tensor
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from kdbench.api import DefenseContext, register_defense
 from kdbench.defenses.perturbation import LogitPerturbationDefense, Perturbation
 from kdbench.errors import ConfigError
-from kdbench.teacher import keep_top_k
+from kdbench.serving.teacher import keep_top_k
 
 
 @dataclass

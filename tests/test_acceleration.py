@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from kdbench.config import compose_config, plan_from_config
+
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
 from kdbench.errors import ConfigError
+from kdbench.matrix.runner import Runner
 from kdbench.progress import Progress
-from kdbench.runner import Runner
-from kdbench.train import Acceleration, Recipe, adam, make_optimizer, resolve_acceleration
+from kdbench.training.recipe import Acceleration, Recipe, adam, make_optimizer, resolve_acceleration
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from kdbench.attacks.htc import htc_loss
 from kdbench.attacks.skeptical import SkepticalConfig, skeptical_loss
 from kdbench.errors import ConfigError

@@ -7,17 +7,20 @@ import math
 
 import pytest
 import torch
+
 from kdbench.api import AttackContext, DataAccess
 from kdbench.attacks.blackbox import BlackboxConfig, BlackboxKD, imitation_loss
-from kdbench.config import compose_config, plan_from_config
-from kdbench.data import DatasetConfig
-from kdbench.datasets import load_dataset
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
+from kdbench.data.catalogue import load_dataset
+from kdbench.data.images import DatasetConfig
 from kdbench.errors import ConfigError
 from kdbench.models import create_model
 from kdbench.progress import Progress
-from kdbench.teacher import Access, QueryBudgetExceeded, Teacher, TeacherAPI
-from kdbench.threat_model import attacker_inputs
-from kdbench.train import Recipe, Trainer
+from kdbench.serving.teacher import Access, QueryBudgetExceeded, Teacher, TeacherAPI
+from kdbench.serving.threat_model import attacker_inputs
+from kdbench.training.loop import Trainer
+from kdbench.training.recipe import Recipe
 
 LN3 = math.log(3.0)
 

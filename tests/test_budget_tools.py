@@ -1,11 +1,12 @@
-"""The budget table (kdbench.budget_table) and the time profile (kdbench.time_profile): what they
+"""The budget table (kdbench.tools.budget_table) and the time profile (kdbench.tools.time_profile): what they
 read from records and logs, and the tables they print."""
 
 from pathlib import Path
 
 import pytest
-from kdbench import budget_table, time_profile
-from kdbench.records import Record, RecordStore
+
+from kdbench.store.records import Record, RecordStore
+from kdbench.tools import budget_table, time_profile
 
 
 def put(folder: Path, attack: str, student: str, seed: int, acc: float | None, wall: float, status="ok") -> None:

@@ -4,9 +4,12 @@ import time
 
 import pytest
 import torch
-from kdbench.cache import ArtifactCache, CorruptArtifactError, atomic_write_text, config_hash
+
 from kdbench.errors import BenchError
-from kdbench.train import TrainingDiverged
+from kdbench.store.atomic import atomic_write_text
+from kdbench.store.cache import ArtifactCache, CorruptArtifactError
+from kdbench.store.keys import config_hash
+from kdbench.training.loop import TrainingDiverged
 
 
 def test_config_hash_is_stable_and_order_free():
@@ -143,12 +146,12 @@ def test_written_files_get_the_permissions_of_an_ordinary_open(tmp_path):
 def test_a_filesystem_without_flock_is_a_clear_error(tmp_path, monkeypatch):
     import errno
 
-    import kdbench.cache
+    import kdbench.store.cache
 
     def no_flock(fd, operation):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(kdbench.cache.fcntl, "flock", no_flock)
+    monkeypatch.setattr(kdbench.store.cache.fcntl, "flock", no_flock)
     cache = ArtifactCache(tmp_path)
     with pytest.raises(BenchError, match=r"cannot lock .*k\.pt\.lock \(No locks available\); set cache_dir="):
         cache.fill("k", _linear(0.0), arch="lin", meta={}, train=lambda: pytest.fail("trained without the lock"))

@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 import pytest
+
 from kdbench.cli import main
 
 REQUIRED_COLUMNS = [

@@ -1,7 +1,9 @@
 """Composition of the Hydra config tree and the up-front validation of every name and value."""
 
 import pytest
-from kdbench.config import compose_config, plan_from_config
+
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
 from kdbench.errors import ConfigError
 
 
@@ -162,7 +164,7 @@ def test_milestones_that_are_never_reached_are_allowed_without_a_multistep_sched
 )
 def test_what_depends_on_the_dataset_and_folders_is_refused_before_anything_is_written(tmp_path, overrides, message):
     from kdbench.errors import BenchError
-    from kdbench.execute import check_runnable
+    from kdbench.matrix.run import check_runnable
 
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -175,7 +177,7 @@ def test_what_depends_on_the_dataset_and_folders_is_refused_before_anything_is_w
 
 
 def test_a_topk_that_fits_the_dataset_passes_the_check(tmp_path):
-    from kdbench.execute import check_runnable
+    from kdbench.matrix.run import check_runnable
 
     check_runnable(plan("preset=tiny", f"results_dir={tmp_path}", "defense=topk", "defense.topk.k=4"))
 

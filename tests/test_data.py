@@ -1,7 +1,8 @@
 import pytest
 import torch
-from kdbench.data import DatasetConfig, random_crop_flip
-from kdbench.datasets import load_dataset
+
+from kdbench.data.catalogue import load_dataset
+from kdbench.data.images import DatasetConfig, random_crop_flip
 from kdbench.errors import ConfigError, DatasetNotFoundError
 
 
@@ -113,7 +114,7 @@ def test_a_held_out_fraction_outside_0_1_is_refused():
 
 
 def test_images_convert_to_another_input_format():
-    from kdbench.data import InputFormat, convert_images
+    from kdbench.data.images import InputFormat, convert_images
 
     grey = InputFormat((1, 2, 2), 16.0, (0.5,), (0.25,))
     red = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)

@@ -1,22 +1,25 @@
 """DAFL and DeepInversion as plugins: their threat model, budgets, pool reuse and configuration."""
 
-import kdbench.attacks.dafl as dafl_module
 import pytest
 import torch
 import torch.nn.functional as F
+
+import kdbench.attacks.dafl as dafl_module
 from kdbench.api import ATTACKS, AttackContext, DataAccess
 from kdbench.attacks.dafl import DAFL, DAFLConfig, Generator, teacher_logits_and_features
 from kdbench.attacks.deepinversion import DeepInversion, DeepInversionConfig, batchnorm_layers, batchnorm_statistics
 from kdbench.attacks.student_recipe import student_recipe
-from kdbench.config import compose_config, plan_from_config
-from kdbench.data import ImageData, Split
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
+from kdbench.data.images import ImageData, Split
 from kdbench.errors import ConfigError
-from kdbench.execute import run_matrix
+from kdbench.matrix.run import run_matrix
 from kdbench.models import create_model
 from kdbench.progress import Progress
-from kdbench.records import Record
-from kdbench.teacher import Access, Teacher
-from kdbench.train import Recipe, Trainer
+from kdbench.serving.teacher import Access, Teacher
+from kdbench.store.records import Record
+from kdbench.training.loop import Trainer
+from kdbench.training.recipe import Recipe
 
 DATA_FREE = ["dafl", "deepinversion"]
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kdbench.attacks.dafl import DAFLConfig, activation_loss, generator_loss, information_entropy_loss, one_hot_loss
 from kdbench.attacks.deepinversion import (
     BatchNormStatistics,

@@ -5,6 +5,7 @@ import json
 
 import pandas as pd
 import pytest
+
 from kdbench.cli import main
 
 PERTURBED = ["logit_noise", "topk", "reverse_sigmoid"]

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from kdbench.cells import pending_cells
-from kdbench.config import compose_config, plan_from_config
-from kdbench.records import RecordStore
+
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
+from kdbench.matrix.pending import pending_cells
+from kdbench.store.records import RecordStore
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference"

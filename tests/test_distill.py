@@ -1,8 +1,9 @@
 import torch
-from kdbench.data import DatasetConfig
-from kdbench.datasets import load_dataset
-from kdbench.teacher import Access, Teacher
-from kdbench.teacher_answers import answered_batches
+
+from kdbench.data.catalogue import load_dataset
+from kdbench.data.images import DatasetConfig
+from kdbench.serving.answers import answered_batches
+from kdbench.serving.teacher import Access, Teacher
 
 
 class CountingTeacher:

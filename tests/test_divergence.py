@@ -6,9 +6,11 @@ import json
 import pandas as pd
 import pytest
 import torch
+
 from kdbench.cli import main
 from kdbench.progress import Progress
-from kdbench.train import Recipe, TrainingDiverged, fit
+from kdbench.training.loop import TrainingDiverged, fit
+from kdbench.training.recipe import Recipe
 
 
 def test_fit_stops_at_the_end_of_the_first_epoch_whose_loss_is_not_finite():

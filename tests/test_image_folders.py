@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from kdbench import image_folders
-from kdbench.cli import main
-from kdbench.data import DatasetConfig
-from kdbench.datasets import load_dataset
-from kdbench.errors import ConfigError, DatasetNotFoundError
 from PIL import Image
+
+from kdbench.cli import main
+from kdbench.data import folders as image_folders
+from kdbench.data.catalogue import load_dataset
+from kdbench.data.images import DatasetConfig
+from kdbench.errors import ConfigError, DatasetNotFoundError
 
 # class ids as in wnids.txt, which is not sorted; ImageFolder (and the suite) number them sorted
 WNIDS = ["n09246464", "n01443537", "n02124075"]

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from kdbench.cli import main
 from kdbench.errors import ConfigError
 from kdbench.faults import FAULT_ENV, fault_point, parse_fault
@@ -103,7 +104,7 @@ def test_a_run_killed_anywhere_resumes_to_the_records_of_an_uninterrupted_run(tm
 def test_only_temporaries_of_dead_writers_are_removed(tmp_path):
     import socket
 
-    from kdbench.cache import FOREIGN_TEMPORARY_AGE_S, HOST, atomic_write_text, remove_stale_temporaries
+    from kdbench.store.atomic import FOREIGN_TEMPORARY_AGE_S, HOST, atomic_write_text, remove_stale_temporaries
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

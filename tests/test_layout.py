@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from torch import nn
+
 from kdbench.models import create_model
 from kdbench.models.layout import Flatten, GlobalAvgPool, is_channels_last, with_pytorch_layers
-from torch import nn
 
 CHANNELS_LAST = torch.channels_last
 

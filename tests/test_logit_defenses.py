@@ -9,12 +9,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from kdbench.defenses.logit_noise import LogitNoiseConfig, keyed_uniform, logit_noise
 from kdbench.defenses.perturbation import restore_argmax
 from kdbench.defenses.reverse_sigmoid import ReverseSigmoidConfig, clipped_log_odds, reverse_sigmoid
 from kdbench.defenses.topk import TopKConfig
 from kdbench.errors import ConfigError
-from kdbench.teacher import Access, Teacher, keep_top_k
+from kdbench.serving.teacher import Access, Teacher, keep_top_k
 
 # Logit rows with ties (values drawn from a few choices), tiny and huge magnitudes and every class
 # count from 2 to 12. Magnitudes stop at 2¹⁰⁰ ≈ 1.3e30: noise scaled by a row's spread must stay finite in

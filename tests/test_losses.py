@@ -4,7 +4,8 @@ import math
 
 import pytest
 import torch
-from kdbench.losses import cross_entropy, kd_loss, soft_kl
+
+from kdbench.training.losses import cross_entropy, kd_loss, soft_kl
 
 LN3 = math.log(3.0)
 

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+
 from kdbench.models import MODELS, create_model
 
 # the CIFAR-style architectures of the paper presets (all take 32×32 and 64×64 inputs)

@@ -4,9 +4,11 @@ import re
 
 import pandas as pd
 import pytest
+
 from kdbench.cli import main
-from kdbench.config import compose_config, plan_from_config
-from kdbench.multirun import sweep_overrides
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
+from kdbench.matrix.multirun import sweep_overrides
 
 
 def test_the_sweep_has_one_job_per_cell_and_keeps_the_other_overrides():

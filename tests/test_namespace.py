@@ -176,7 +176,7 @@ def test_the_wheel_installs_only_the_kdbench_namespace(tmp_path):
     outside.mkdir()
     result = _python(
         "import importlib.util, kdbench, kdbench.api, kdbench.attacks.kd\n"
-        "from kdbench.config import compose_config\n"
+        "from kdbench.config.plan import compose_config\n"
         "compose_config([])\n"
         "print(kdbench.__file__)\n"
         "print([n for n in ('bench', 'attacks', 'defenses') if importlib.util.find_spec(n) is not None])",

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from kdbench.defenses.nasty import nasty_loss
 
 LN3 = math.log(3.0)

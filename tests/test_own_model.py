@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from kdbench.config import compose_config, plan_from_config
-from kdbench.errors import ConfigError
-from kdbench.execute import check_runnable
-from kdbench.models import create_model
-from kdbench.weights import load_weights
 from torch import nn
+
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
+from kdbench.errors import ConfigError
+from kdbench.matrix.run import check_runnable
+from kdbench.models import create_model
+from kdbench.models.weights import load_weights
 
 BENCH = str(Path(sys.executable).with_name("bench"))
 
@@ -426,8 +428,8 @@ def test_a_model_without_head_takes_an_auxiliary_head(owner):
 def test_models_from_the_kdbench_models_entry_point_group(owner, monkeypatch):
     import importlib.metadata
 
-    from kdbench import discovery
     from kdbench.models import MODELS
+    from kdbench.plugins import discovery
 
     point = importlib.metadata.EntryPoint("owners_net", "owner_nets:DigitsNet", "kdbench.models")
     monkeypatch.setattr(

@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
-from kdbench.data import DatasetConfig
-from kdbench.datasets import load_dataset
-from kdbench.owner_cost import expected_calibration_error, kl_divergence_rows, owner_cost, total_variation_rows
-from kdbench.teacher import Teacher
+
+from kdbench.data.catalogue import load_dataset
+from kdbench.data.images import DatasetConfig
+from kdbench.serving.owner_cost import expected_calibration_error, kl_divergence_rows, owner_cost, total_variation_rows
+from kdbench.serving.teacher import Teacher
 
 LN3 = math.log(3.0)
 

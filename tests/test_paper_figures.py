@@ -2,10 +2,12 @@
 
 import pandas as pd
 import pytest
-from kdbench.config import compose_config, plan_from_config
+
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
 from kdbench.errors import ConfigError
-from kdbench.paper import check_paper_table, paper_note, paper_tables, published, with_paper_figures
-from kdbench.report import matrix_table
+from kdbench.report.paper import check_paper_table, paper_note, paper_tables, published, with_paper_figures
+from kdbench.report.tables import matrix_table
 
 
 def board() -> pd.DataFrame:

@@ -11,8 +11,10 @@ import itertools
 
 import pandas as pd
 import pytest
+
 from kdbench.cli import main
-from kdbench.config import compose_config, plan_from_config
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
 
 SETTINGS = {
     # preset: dataset, teachers, students, nasty (τ, ω), kd (τ, α), epochs, milestones, gamma, paper table

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
 from kdbench.api import ATTACKS, DEFENSES, Access, DataAccess
 from kdbench.cli import main
 

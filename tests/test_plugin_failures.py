@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+
 from kdbench.api import ATTACKS, DEFENSES, Attack, DataAccess, Defense
 from kdbench.cli import main
 from kdbench.defenses.normal import normal_network

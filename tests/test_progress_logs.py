@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from kdbench.progress import Progress, duration
 from rich.console import Console
+
+from kdbench.progress import Progress, duration
 
 STAMP = r"^\d\d:\d\d:\d\d "
 
@@ -106,7 +107,8 @@ def test_a_redirected_run_on_two_workers_logs_every_network_and_cell(tmp_path):
 
 @pytest.mark.parametrize("value", ["0", "-1", "soon"])
 def test_a_bad_heartbeat_interval_is_refused_naming_it(value):
-    from kdbench.config import compose_config, plan_from_config
+    from kdbench.config.compose import compose_config
+    from kdbench.config.plan import plan_from_config
     from kdbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="heartbeat_s must be a positive number of seconds"):

@@ -9,13 +9,15 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from kdbench.api import ATTACKS
-from kdbench.cells import pending_cells
-from kdbench.code_fingerprint import code_fingerprint, source_files
-from kdbench.config import compose_config, plan_from_config
-from kdbench.execute import run_matrix
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
+from kdbench.matrix.pending import pending_cells
+from kdbench.matrix.run import run_matrix
+from kdbench.plugins.fingerprint import code_fingerprint, source_files
 from kdbench.progress import Progress
-from kdbench.records import RecordStore
+from kdbench.store.records import RecordStore
 
 PLUGIN = '''
 from dataclasses import dataclass
@@ -67,7 +69,7 @@ def test_the_source_hash_covers_the_plugin_module_and_the_package_modules_it_imp
 def test_the_installed_distributions_are_read_once_and_again_for_a_newly_installed_package(monkeypatch):
     """Listing the distributions reads every installed file: once per process, except that a package
     missing from the list (installed since) makes it read the list again."""
-    from kdbench import code_fingerprint as fingerprint
+    from kdbench.plugins import fingerprint
 
     installed = {"kdbench": ["kdbench"]}
     reads = []
@@ -103,7 +105,9 @@ def test_editing_a_plugin_recomputes_exactly_its_cells(tmp_path, probe_plugin):
 
 def test_editing_a_defense_retrains_its_network(tmp_path, monkeypatch):
     """The key of a cached teacher holds the fingerprint of the module that trains it."""
-    from kdbench import api, config, runner
+    from kdbench import api
+    from kdbench.config import plan as config
+    from kdbench.matrix import runner
 
     plan = tiny_plan(tmp_path, "defense=nasty")
     run_matrix(plan, Progress(quiet=True))
@@ -186,10 +190,10 @@ def test_a_run_never_writes_into_the_reference_folder(tmp_path):
 
 
 def test_a_module_parsed_once_is_parsed_again_once_edited(tmp_path):
-    from kdbench.code_fingerprint import _imports
+    from kdbench.plugins.fingerprint import _imports
 
     module = tmp_path / "probe_plugin.py"
-    module.write_text("import kdbench.losses\n")
-    assert _imports(module, "probe_plugin") == {"kdbench.losses"}
-    module.write_text("import kdbench.train as t\n")  # another size: another version of the file
-    assert _imports(module, "probe_plugin") == {"kdbench.train"}
+    module.write_text("import kdbench.training.losses\n")
+    assert _imports(module, "probe_plugin") == {"kdbench.training.losses"}
+    module.write_text("import kdbench.training.loop as t\n")  # another size: another version of the file
+    assert _imports(module, "probe_plugin") == {"kdbench.training.loop"}

@@ -13,8 +13,8 @@ Verdicts: a and b protect (their intervals are above 0), c shows no protection, 
 
 from pathlib import Path
 
-from kdbench.records import Record, RecordStore
-from kdbench.report import write_reports
+from kdbench.report.files import write_reports
+from kdbench.store.records import Record, RecordStore
 
 DROPS = {"a": [5.0, 6.0, 7.0], "b": [4.0, 5.0, 6.0], "c": [-1.0, 0.0, 1.0], "d": [20.0, 20.0, None]}
 

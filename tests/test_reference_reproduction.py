@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from kdbench.records import Record, RecordStore
-from kdbench.reference import MIN_TOLERANCE, compare
+
+from kdbench.report.reference import MIN_TOLERANCE, compare
+from kdbench.store.records import Record, RecordStore
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference" / "digits"

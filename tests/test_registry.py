@@ -1,10 +1,11 @@
 import pytest
+
 from kdbench.api import ATTACKS, DEFENSES
-from kdbench.datasets import DATASETS
-from kdbench.discovery import load_plugins
+from kdbench.data.catalogue import DATASETS
 from kdbench.errors import ConfigError
 from kdbench.models import MODELS, create_model
-from kdbench.registry import Registry
+from kdbench.plugins.discovery import load_plugins
+from kdbench.plugins.registry import Registry
 
 
 @pytest.mark.parametrize(

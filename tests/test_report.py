@@ -15,8 +15,9 @@ The expected figures were computed by hand from the records below (baselines 90 
 from pathlib import Path
 
 import pytest
-from kdbench.records import Record, RecordStore
-from kdbench.report import write_reports
+
+from kdbench.report.files import write_reports
+from kdbench.store.records import Record, RecordStore
 
 SETTINGS = {"dataset": "toy", "preset": "default", "seeds": 2}
 

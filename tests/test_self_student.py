@@ -3,8 +3,10 @@
 import json
 
 import pandas as pd
+
 from kdbench.cli import main
-from kdbench.config import compose_config, plan_from_config
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
 
 
 def plan(*overrides: str):

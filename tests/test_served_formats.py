@@ -1,9 +1,10 @@
 """No attack diverges because of the format a defense serves: every attack × every logit-perturbation
 defense on the tiny preset gives ``ok``. The Stingy Teacher serves −∞ logits (on the tiny preset's 4
 classes it keeps k = 1), reverse sigmoid serves log ŷ with −∞ where ŷ = 0; an attacker works with
-what is finite (:func:`kdbench.losses.finite_logits`)."""
+what is finite (:func:`kdbench.training.losses.finite_logits`)."""
 
 import pandas as pd
+
 from kdbench.cli import main
 
 LOGIT_DEFENSES = ["logit_noise", "topk", "reverse_sigmoid"]
@@ -29,7 +30,8 @@ def test_finite_logits_floors_minus_infinity_below_the_rows_smallest_finite_logi
     import math
 
     import torch
-    from kdbench.losses import MASKED_GAP, finite_logits, soft_kl
+
+    from kdbench.training.losses import MASKED_GAP, finite_logits, soft_kl
 
     served = torch.tensor([[1.0, -math.inf, 3.0], [0.5, 2.0, -1.0]], requires_grad=True)
     out = finite_logits(served)

@@ -1,6 +1,7 @@
 import pytest
 import torch
-from kdbench.teacher import Access, QueryBudgetExceeded, Teacher
+
+from kdbench.serving.teacher import Access, QueryBudgetExceeded, Teacher
 
 
 def linear_teacher() -> Teacher:

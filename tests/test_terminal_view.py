@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from kdbench.cli import _list
-from kdbench.records import Record, RecordStore
-from kdbench.report import leaderboard_frame, matrix_table, ranking_table, records_frame
-from kdbench.terminal_view import print_terminal_view
 from rich.console import Console
+
+from kdbench.cli import _list
+from kdbench.report.leaderboard import leaderboard_frame, records_frame
+from kdbench.report.tables import matrix_table, ranking_table
+from kdbench.report.terminal import print_terminal_view
+from kdbench.store.records import Record, RecordStore
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference" / "digits"

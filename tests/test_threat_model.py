@@ -9,9 +9,10 @@ from typing import ClassVar
 
 import pytest
 import torch
+
 from kdbench.api import ATTACKS, Attack, DataAccess
 from kdbench.cli import main
-from kdbench.teacher import Access, Teacher, TeacherAPI
+from kdbench.serving.teacher import Access, Teacher, TeacherAPI
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """``train_by_model.<arch>``: the recipe fields one architecture trains with instead of ``train``'s."""
 
 import pytest
+
 from kdbench.cli import main
-from kdbench.config import compose_config, plan_from_config
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
 from kdbench.errors import ConfigError
 
 

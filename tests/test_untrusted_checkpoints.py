@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from kdbench.cli import main
 
 TINY = ["preset=tiny", "quiet=true"]

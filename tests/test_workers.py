@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from kdbench.cli import main
-from kdbench.config import Cell, available_cores, resolve_workers
+from kdbench.config.devices import available_cores, resolve_workers
+from kdbench.config.plan import Cell
 from kdbench.errors import ConfigError
 from kdbench.faults import FAULT_ENV
-from kdbench.workers import Network, build_order
+from kdbench.matrix.workers import Network, build_order
 
 # the thread count each of two workers gets on this machine, pinned so that workers=1 trains alike
 THREADS = f"threads={max(1, available_cores() // 2)}"
@@ -57,13 +59,14 @@ def test_two_workers_write_the_records_of_one_process(tmp_path, in_one_process):
 
 
 def test_the_thread_count_is_part_of_every_cpu_key_and_follows_the_workers_by_default(monkeypatch):
-    import kdbench.config
-    from kdbench.config import compose_config, plan_from_config
+    import kdbench.config.plan
+    from kdbench.config.compose import compose_config
+    from kdbench.config.plan import plan_from_config
 
     def plan(*overrides):
         return plan_from_config(compose_config(["preset=tiny", "device=cpu", *overrides]))
 
-    monkeypatch.setattr(kdbench.config, "available_cores", lambda: 4)
+    monkeypatch.setattr(kdbench.config.plan, "available_cores", lambda: 4)
     one, two = plan("workers=1"), plan("workers=2")
     assert (one.threads, two.threads, plan("workers=8").threads) == (4, 2, 1)
     cell = one.cells[0]
@@ -204,7 +207,7 @@ def test_a_bad_worker_count_on_the_command_line_is_refused_before_training(tmp_p
 
 
 def test_the_costliest_attack_measured_so_far_goes_first_and_an_unmeasured_one_before_it():
-    from kdbench.workers import AttackCost
+    from kdbench.matrix.workers import AttackCost
 
     cost = AttackCost()
     cost.add("kd", 1.0)
@@ -221,24 +224,25 @@ def test_the_costliest_attack_measured_so_far_goes_first_and_an_unmeasured_one_b
 
 
 def test_the_parent_hands_a_small_loaded_dataset_to_the_workers_and_a_large_one_is_loaded_there(monkeypatch):
-    import kdbench.runner
-    import kdbench.workers
-    from kdbench.config import compose_config, plan_from_config
-    from kdbench.datasets import load_dataset
+    import kdbench.matrix.runner
+    import kdbench.matrix.workers
+    from kdbench.config.compose import compose_config
+    from kdbench.config.plan import plan_from_config
+    from kdbench.data.catalogue import load_dataset
+    from kdbench.matrix.runner import Runner
     from kdbench.progress import Progress
-    from kdbench.runner import Runner
 
     plan = plan_from_config(compose_config(["preset=tiny", "device=cpu"]))
     data = load_dataset(plan.dataset)
-    shared = kdbench.workers.shareable(data)
+    shared = kdbench.matrix.workers.shareable(data)
     assert shared is not None and torch.equal(shared.train.x, data.train.x) and shared.device.type == "cpu"
     size = sum(t.nbytes for s in (data.train, data.test) for t in (s.x, s.y))
-    monkeypatch.setattr(kdbench.workers, "SHARED_DATA_LIMIT_BYTES", size - 1)
-    assert kdbench.workers.shareable(data) is None
-    assert kdbench.workers.shareable(None) is None
+    monkeypatch.setattr(kdbench.matrix.workers, "SHARED_DATA_LIMIT_BYTES", size - 1)
+    assert kdbench.matrix.workers.shareable(data) is None
+    assert kdbench.matrix.workers.shareable(None) is None
 
     def no_loading(*args, **kwargs):
         raise AssertionError("a Runner given the dataset loads it again")
 
-    monkeypatch.setattr(kdbench.runner, "load_dataset", no_loading)
+    monkeypatch.setattr(kdbench.matrix.runner, "load_dataset", no_loading)
     assert torch.equal(Runner(plan, Progress(quiet=True), shared).data.train.x, data.train.x)

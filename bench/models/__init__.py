@@ -6,13 +6,7 @@
 
 from kdbench.models import cnn, digits, mobilenetv2, preact_resnet, resnet_cifar, resnext, shufflenetv2  # noqa: F401
 from kdbench.models.base import Classifier
-from kdbench.models.factory import (
-    TIMM_PREFIX,
-    architecture_fingerprint,
-    check_model_name,
-    create_model,
-    probe_model,
-)
+from kdbench.models.factory import TIMM_PREFIX, architecture_fingerprint, check_model_name, create_model, probe_model
 from kdbench.models.registry import MODELS, ModelBuilder, register_model
 
 __all__ = [

@@ -8,10 +8,11 @@ connected layer reads the whole ⅛-size feature map: 4×4 for 32×32 inputs, 8�
 
 from __future__ import annotations
 
+from torch import Tensor, nn
+
 from kdbench.errors import ConfigError
 from kdbench.models.base import Classifier
 from kdbench.models.registry import register_model
-from torch import Tensor, nn
 
 CHANNELS = (32, 64, 128)
 HIDDEN = 128

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from torch import Tensor, nn
+
 from kdbench.models.base import Classifier
 from kdbench.models.layout import Flatten, GlobalAvgPool
 from kdbench.models.registry import register_model
-from torch import Tensor, nn
 
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:

@@ -9,6 +9,7 @@ import functools
 import hashlib
 
 import torch
+
 from kdbench.models.base import Classifier
 from kdbench.models.imported import create_imported, is_import_path, resolve_factory, source_digest
 from kdbench.models.registry import MODELS

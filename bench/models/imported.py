@@ -18,8 +18,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from kdbench.errors import ConfigError
 from torch import nn
+
+from kdbench.errors import ConfigError
 
 IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from kdbench.errors import ConfigError
 from kdbench.models.base import Classifier
-from torch import Tensor, nn
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ linear layer on the pooled 1280 features (the original's 1×1 convolution, same 
 
 from __future__ import annotations
 
+from torch import Tensor, nn
+
 from kdbench.models.base import Classifier
 from kdbench.models.registry import register_model
-from torch import Tensor, nn
 
 # (expansion t, output channels, blocks, stride of the first block) per stage
 STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 1), (6, 320, 1, 1)]

@@ -7,10 +7,11 @@ projection shortcut is a 1×1 convolution where the shape changes.
 from __future__ import annotations
 
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from kdbench.errors import ConfigError
 from kdbench.models.base import Classifier
 from kdbench.models.registry import register_model
-from torch import Tensor, nn
 
 
 class PreActBlock(nn.Module):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kdbench.models.base import Classifier
-from kdbench.registry import Registry
+from kdbench.plugins.registry import Registry
 
 ModelBuilder = Callable[[int, tuple[int, int, int]], Classifier]
 MODELS: Registry[ModelBuilder] = Registry("model")

@@ -7,9 +7,10 @@ Global average pooling is adaptive, so the same networks take 32×32 (CIFAR) and
 from __future__ import annotations
 
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from kdbench.models.base import Classifier
 from kdbench.models.registry import register_model
-from torch import Tensor, nn
 
 
 def _projection(c_in: int, c_out: int, stride: int) -> nn.Sequential:

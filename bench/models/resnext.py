@@ -10,10 +10,11 @@ He-normal (fan-out) convolutions, He-normal classifier, zero biases.
 from __future__ import annotations
 
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from kdbench.errors import ConfigError
 from kdbench.models.base import Classifier
 from kdbench.models.registry import register_model
-from torch import Tensor, nn
 
 STEM = 64
 WIDEN = 4

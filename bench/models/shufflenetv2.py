@@ -9,9 +9,10 @@ a bias.
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
+
 from kdbench.models.base import Classifier
 from kdbench.models.registry import register_model
-from torch import Tensor, nn
 
 STAGE_CHANNELS = (116, 232, 464)
 UNITS_PER_STAGE = (4, 8, 4)

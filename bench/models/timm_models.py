@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from torch import Tensor, nn
+
 from kdbench.errors import ConfigError
 from kdbench.models.base import Classifier
-from torch import Tensor, nn
 
 
 class TimmClassifier(Classifier):

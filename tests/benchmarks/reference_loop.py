@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from kdbench.data import ImageData
 from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
+
+from kdbench.data.images import ImageData
 
 
 class PILDataset(Dataset):

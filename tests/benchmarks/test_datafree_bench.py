@@ -8,11 +8,12 @@ are in each result's ``extra_info``.
 
 import pytest
 import torch
+
 from kdbench.attacks.dafl import DAFLConfig, Generator, generator_step
 from kdbench.attacks.deepinversion import DeepInversionConfig, batchnorm_statistics, inversion_step
-from kdbench.losses import soft_kl
 from kdbench.models import create_model
-from kdbench.teacher import Teacher
+from kdbench.serving.teacher import Teacher
+from kdbench.training.losses import soft_kl
 
 SHAPE = (3, 32, 32)
 CLASSES = 10

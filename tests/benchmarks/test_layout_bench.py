@@ -11,9 +11,10 @@ rows with the ``stock`` rows of the same test.
 
 import pytest
 import torch
+from torch import nn
+
 from kdbench.models import create_model
 from kdbench.models.layout import with_pytorch_layers
-from torch import nn
 
 SHAPE = (1, 8, 8)
 

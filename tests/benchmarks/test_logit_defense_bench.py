@@ -5,9 +5,10 @@ Disabled by default (``--benchmark-disable`` in pyproject); run with ``--benchma
 
 import pytest
 import torch
+
 from kdbench.defenses.logit_noise import logit_noise
 from kdbench.defenses.reverse_sigmoid import reverse_sigmoid
-from kdbench.teacher import keep_top_k
+from kdbench.serving.teacher import keep_top_k
 
 PERTURBATIONS = {
     "none": lambda z, x: z,

@@ -13,12 +13,14 @@ from dataclasses import replace
 
 import pytest
 import torch
-from kdbench.config import compose_config, plan_from_config
-from kdbench.datasets import load_dataset
-from kdbench.losses import cross_entropy
+
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
+from kdbench.data.catalogue import load_dataset
 from kdbench.models import create_model
 from kdbench.progress import Progress
-from kdbench.train import Trainer
+from kdbench.training.loop import Trainer
+from kdbench.training.losses import cross_entropy
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="times a GPU epoch; no CUDA here")
 

@@ -12,13 +12,15 @@ import math
 
 import pytest
 import torch
-from kdbench.data import DatasetConfig
-from kdbench.datasets import load_dataset
-from kdbench.losses import kd_loss
+
+from kdbench.data.catalogue import load_dataset
+from kdbench.data.images import DatasetConfig
 from kdbench.models import create_model
 from kdbench.progress import Progress
-from kdbench.teacher import Access, Teacher
-from kdbench.train import Recipe, Trainer, resolve_acceleration
+from kdbench.serving.teacher import Access, Teacher
+from kdbench.training.loop import Trainer
+from kdbench.training.losses import kd_loss
+from kdbench.training.recipe import Recipe, resolve_acceleration
 
 from .reference_loop import reference_kd_epoch, reference_loader
 

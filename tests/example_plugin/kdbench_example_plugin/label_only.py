@@ -7,8 +7,9 @@ the returned labels, optionally smoothed.
 from dataclasses import dataclass
 
 import torch.nn.functional as F
-from kdbench.api import Access, Attack, AttackContext, ConfigError, DataAccess, TeacherAPI, register_attack
 from torch import nn
+
+from kdbench.api import Access, Attack, AttackContext, ConfigError, DataAccess, TeacherAPI, register_attack
 
 
 @dataclass

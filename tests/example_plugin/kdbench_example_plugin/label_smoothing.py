@@ -5,6 +5,7 @@ sharpened (multiplied by ``sharpen``; the top-1 class never changes).
 from dataclasses import dataclass
 
 import torch.nn.functional as F
+
 from kdbench.api import ConfigError, Defense, DefenseContext, Teacher, register_defense
 
 

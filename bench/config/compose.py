@@ -1,0 +1,65 @@
+"""Hydra composition of the packaged config tree (``kdbench.conf``) with every plugin's options
+as a config group option, and Hydra's and OmegaConf's errors turned into one line."""
+
+from __future__ import annotations
+
+import re
+
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from kdbench.api import ATTACKS, DEFENSES
+from kdbench.errors import ConfigError
+from kdbench.plugins.discovery import load_plugins
+
+CONFIG_MODULE = "kdbench.conf"
+
+
+def store_plugin_configs() -> None:
+    """Expose every plugin's option dataclass as a Hydra group option (``attack=kd``)."""
+    store = ConfigStore.instance()
+    for group, registry in (("defense", DEFENSES), ("attack", ATTACKS)):
+        for entry in registry:
+            node = entry.config if entry.config is not None else {}
+            store.store(group=group, name=entry.name, node={entry.name: node})
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    load_plugins()
+    store_plugin_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base=None):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(hydra_message(err)) from None
+    # Keep only what a report needs of Hydra's own node: which preset was chosen.
+    with open_dict(cfg):
+        cfg.preset_name = str(cfg.hydra.runtime.choices.get("preset", "default"))
+        del cfg["hydra"]
+    return cfg
+
+
+# OmegaConf's names for the types a structured config field converts a value to
+_OMEGACONF_TYPES = {"Float": "a number", "Integer": "an integer", "Boolean": "true or false", "String": "a string"}
+
+
+def hydra_message(err: BaseException) -> str:
+    parts = []
+    while err is not None:
+        # A value a plugin's option dataclass cannot take: name the field, what it takes, and the value.
+        wanted = re.search(r"could not be converted to (\w+)", str(err))
+        if getattr(err, "full_key", None) and wanted:
+            allowed = _OMEGACONF_TYPES.get(wanted.group(1), wanted.group(1))
+            return f"{err.full_key} must be {allowed}, got {err.value!r}"
+        text = str(err).split("\nConfig search path:")[0].strip()
+        # OmegaConf chains its unformatted template ("Value '$VALUE' of type '$VALUE_TYPE' ..."): skip it
+        text = re.sub(r"\n\s*(full_key|object_type)[:=].*", "", text)
+        if text and text not in parts and "$VALUE" not in text:
+            parts.append(text)
+        err = err.__cause__ or err.__context__
+    return re.sub(r"\n\s*", " ", "; ".join(parts))

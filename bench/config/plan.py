@@ -1,0 +1,295 @@
+"""Hydra composition of the packaged config tree, and its validation into a typed :class:`RunPlan`.
+
+Every name and value is checked here, before anything is trained, so bad input costs one clear
+line instead of a traceback an hour into a run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from kdbench.api import ATTACKS, DEFENSES, DataAccess
+from kdbench.config.devices import resolve_device, resolve_threads, resolve_workers
+from kdbench.config.options import (
+    as_dataclass,
+    attack_variants_of,
+    options_identity,
+    recipes_by_model,
+    selected_plugins,
+)
+from kdbench.data.catalogue import DATASETS
+from kdbench.data.images import DatasetConfig
+from kdbench.errors import ConfigError
+from kdbench.models import architecture_fingerprint, check_model_name, probe_model
+from kdbench.models.weights import TeacherFile, check_weight_file
+from kdbench.plugins.fingerprint import code_fingerprint
+from kdbench.plugins.registry import build
+from kdbench.report.paper import check_paper_table
+from kdbench.store.records import cell_name
+from kdbench.training.recipe import Acceleration, Recipe, resolve_acceleration
+
+# A student named "self" is the teacher's own architecture, resolved per teacher (the paper's column).
+SELF_STUDENT = "self"
+
+
+@dataclass(frozen=True)
+class Cell:
+    teacher: str
+    defense: str
+    attack: str
+    student: str  # a model name, or SELF_STUDENT
+    seed: int
+
+    @property
+    def student_arch(self) -> str:
+        """The architecture the student is built with: its name, or the teacher's for "self"."""
+        return self.teacher if self.student == SELF_STUDENT else self.student
+
+    @property
+    def name(self) -> str:
+        return cell_name(self.teacher, self.defense, self.attack, self.student, self.seed, self.student_arch)
+
+
+@dataclass
+class RunPlan:
+    """A validated run: which cells, with which options, where."""
+
+    dataset: DatasetConfig
+    teachers: list[str]
+    students: list[str]
+    defenses: dict[str, Any]  # name → validated option dataclass instance
+    attacks: dict[str, Any]
+    seeds: list[int]
+    device: torch.device
+    acceleration: Acceleration
+    recipe: Recipe
+    results_dir: Path
+    cache_dir: Path
+    quiet: bool
+    preset: str
+    config: DictConfig
+    recipe_by_model: dict[str, Recipe] = field(default_factory=dict)  # architectures trained otherwise
+    workers: int = 1  # cells computed at once, each in its own process (1: in this process)
+    threads: int = 1  # intra-op threads each network trains with, whichever process trains it
+    paper: str | None = None  # the published table the leaderboard shows beside the measured figures
+    reference_dir: Path | None = None  # committed reference runs to compare with (never written)
+    rerun: bool = False  # recompute the selected cells, retrain their networks
+    started_at: float = 0.0  # time.time() when planned: with rerun, networks older than this retrain
+    command: str = ""  # the command line that asked for this run, kept in every record it writes
+    # teacher_weights=PATH: the owner's trained network, loaded instead of the normal teacher
+    teacher_file: TeacherFile | None = None
+    attack_bases: dict[str, str] = field(default_factory=dict)  # variant column → the plugin it runs
+    heartbeat_s: float = 30.0  # without a terminal, a progress line this often
+
+    def attack_plugin(self, name: str) -> str:
+        """The registered attack that column ``name`` runs (itself, or a variant's base)."""
+        return self.attack_bases.get(name, name)
+
+    def recipe_for(self, arch: str) -> Recipe:
+        """How networks of architecture ``arch`` train (as teacher, baseline or attacked student)."""
+        return self.recipe_by_model.get(arch, self.recipe)
+
+    @property
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(t, d, a, s, seed)
+            for seed, t, d, a, s in itertools.product(
+                self.seeds, self.teachers, self.defenses, self.attacks, self.students
+            )
+        ]
+
+    @property
+    def dataset_dir(self) -> Path:
+        return self.results_dir / self.dataset.name
+
+    def network_identity(self, arch: str, seed: int) -> dict[str, Any]:
+        """What determines any network of architecture ``arch`` this run trains at ``seed``.
+
+        The common part of every cache key: a teacher's adds its defense, a baseline's its kind.
+        """
+        return {
+            "dataset": asdict(self.dataset),
+            "arch": arch,
+            "arch_fingerprint": architecture_fingerprint(arch),
+            "bf16": self.acceleration.bf16,
+            "recipe": asdict(self.recipe_for(arch)),
+            "seed": seed,
+            # CPU reductions are split per thread, so the same seed gives other bits with other threads
+            **({"threads": self.threads} if self.device.type == "cpu" else {}),
+        }
+
+    def teacher_identity(self, arch: str, seed: int) -> dict[str, Any]:
+        """The common part of a teacher's key: with teacher_weights, the file's sha256 too, so every
+        network and cell built from another file is computed anew."""
+        identity = self.network_identity(arch, seed)
+        if self.teacher_file is not None:
+            identity["teacher_weights"] = self.teacher_file.sha256
+        return identity
+
+    def cell_key(self, cell: Cell) -> dict[str, Any]:
+        return {
+            **self.teacher_identity(cell.teacher, cell.seed),
+            "defense": {cell.defense: options_identity(self.defenses[cell.defense])},
+            "attack": {cell.attack: self._attack_identity(cell.attack)},
+            # the plugins' package, version and source hash: editing a plugin recomputes its cells
+            "defense_code": code_fingerprint(DEFENSES.get(cell.defense).source),
+            "attack_code": code_fingerprint(ATTACKS.get(self.attack_plugin(cell.attack)).source),
+            # the architecture, not the name: a "self" cell is the same computation as its twin
+            "student": cell.student_arch,
+            "student_arch": architecture_fingerprint(cell.student_arch),
+            "student_recipe": asdict(self.recipe_for(cell.student_arch)),
+        }
+
+    def _attack_identity(self, name: str) -> dict[str, Any]:
+        options = asdict(self.attacks[name])
+        return {"base": self.attack_bases[name], **options} if name in self.attack_bases else options
+
+
+def _check_attacks(attacks: dict[str, Any], teachers: list[str], dataset: DatasetConfig, bases: dict[str, str]) -> None:
+    """Build each chosen attack once with its options and refuse, before anything trains, one that
+    cannot work here: on a chosen teacher (DeepInversion needs BatchNorm), or on a held-out split
+    the dataset does not set aside."""
+    for name, options in attacks.items():
+        attack = build(ATTACKS.get(bases.get(name, name)), options)
+        if attack.data_access is DataAccess.HELDOUT_INPUTS and not dataset.heldout_fraction > 0:
+            raise ConfigError(
+                f"attack {name!r} queries a held-out split, but dataset {dataset.name!r} sets none aside: "
+                f"set dataset.heldout_fraction (e.g. 0.2)"
+            )
+        for arch in teachers:
+            attack.check_teacher(arch, probe_model(arch))
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def plan_from_config(cfg: DictConfig) -> RunPlan:
+    dataset = as_dataclass(DatasetConfig, cfg.dataset, "dataset")
+    if cfg.get("data_root") is not None:
+        dataset.data_root = str(cfg.data_root)
+    DATASETS.get(dataset.name)
+    teachers = _as_list(cfg.teacher)
+    if not teachers:
+        raise ConfigError("no teacher selected: set teacher=<model> or teacher=[a,b]")
+    for name in teachers:
+        check_model_name(name)
+    students = _as_list(cfg.student)
+    if not students:
+        raise ConfigError("no student selected: set student=<model> or student=[a,b]")
+    for name in students:
+        if name != SELF_STUDENT:
+            check_model_name(name)
+    seeds = cfg.seeds
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds <= 0:
+        raise ConfigError(f"seeds must be a positive integer (the number of seeds), got {seeds!r}")
+    only_seed = cfg.get("seed")
+    if only_seed is not None and (not isinstance(only_seed, int) or isinstance(only_seed, bool) or only_seed < 0):
+        raise ConfigError(f"seed must be a non-negative integer (one seed to run) or null, got {only_seed!r}")
+    if only_seed is not None and only_seed >= seeds:
+        raise ConfigError(
+            f"seed={only_seed} is not one of the run's seeds=0..{seeds - 1} (seeds={seeds}); "
+            f"allowed: seed 0 to {seeds - 1}, or raise seeds above {only_seed}"
+        )
+    recipe = as_dataclass(Recipe, cfg.train, "train")
+    recipe.check_milestones()
+    recipe_by_model = recipes_by_model(recipe, cfg.get("train_by_model"))
+    for arch, own in recipe_by_model.items():
+        own.check_milestones(f"train_by_model.{arch}")
+    paper = cfg.get("paper")
+    if paper is not None:
+        check_paper_table(str(paper))
+    results_dir = Path(str(cfg.results_dir)).expanduser()
+    dataset_dir = results_dir / dataset.name
+    cache_dir = Path(str(cfg.cache_dir)).expanduser() if cfg.cache_dir else dataset_dir / ".cache"
+    reference_dir = Path(str(cfg.reference_dir)).expanduser() if cfg.get("reference_dir") else None
+    if reference_dir is not None and _inside(dataset_dir, reference_dir):
+        raise ConfigError(
+            f"results_dir={results_dir} writes into the committed reference folder reference_dir={reference_dir}, "
+            f"which bench run never writes; set results_dir=<another folder> (default results/runs)"
+        )
+    rerun = cfg.get("rerun", False)
+    if not isinstance(rerun, bool):
+        raise ConfigError(f"rerun must be true or false, got {rerun!r}")
+    device = resolve_device(str(cfg.device))
+    attacks = selected_plugins(ATTACKS, "attack", cfg.get("attack"))
+    attack_bases = attack_variants_of(attacks, cfg.get("attack_variants"))
+    _check_attacks(attacks, teachers, dataset, attack_bases)
+    teacher_file = _teacher_file(cfg, teachers)
+    defenses = selected_plugins(DEFENSES, "defense", cfg.get("defense"))
+    from_files = [name for name, options in defenses.items() if callable(getattr(options, "weight_file", None))]
+    if from_files and len(teachers) != 1:
+        raise ConfigError(
+            f"defense {from_files[0]!r} loads one network: choose one teacher architecture, got {teachers}"
+        )
+    return RunPlan(
+        dataset=dataset,
+        teachers=teachers,
+        students=students,
+        defenses=defenses,
+        attacks=attacks,
+        seeds=[only_seed] if only_seed is not None else list(range(seeds)),
+        device=device,
+        acceleration=resolve_acceleration(device, str(cfg.precision), cfg.channels_last, bool(cfg.compile)),
+        recipe=recipe,
+        results_dir=results_dir,
+        cache_dir=cache_dir,
+        quiet=bool(cfg.quiet),
+        preset=str(cfg.get("preset_name", "default")),
+        config=cfg,
+        recipe_by_model=recipe_by_model,
+        workers=(workers := resolve_workers(cfg.get("workers", 1), device)),
+        threads=resolve_threads(cfg.get("threads", "auto"), workers),
+        paper=None if paper is None else str(paper),
+        reference_dir=reference_dir,
+        rerun=rerun,
+        started_at=time.time(),
+        attack_bases=attack_bases,
+        heartbeat_s=_heartbeat(cfg.get("heartbeat_s", 30)),
+        teacher_file=teacher_file,
+    )
+
+
+def _teacher_file(cfg: DictConfig, teachers: list[str]) -> TeacherFile | None:
+    """``teacher_weights=PATH`` (with ``teacher_name=``): checked to exist, hashed."""
+    weights, name = cfg.get("teacher_weights"), cfg.get("teacher_name")
+    if weights is None:
+        if name is not None:
+            raise ConfigError("teacher_name names a teacher loaded from a file: set teacher_weights=PATH too")
+        return None
+    if len(teachers) != 1:
+        raise ConfigError(f"teacher_weights holds one network: choose one teacher architecture, got {teachers}")
+    path = Path(str(weights)).expanduser().resolve()
+    sha256 = check_weight_file(path, "teacher_weights")
+    label = str(name) if name is not None else path.stem
+    if not re.fullmatch(r"[\w.+-]+", label):
+        raise ConfigError(f"teacher_name must be letters, digits and . _ + -, got {label!r}")
+    return TeacherFile(path, sha256, label)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both resolved, so links and ``..`` count)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def _heartbeat(setting: Any) -> float:
+    try:
+        seconds = float(setting)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ConfigError(f"heartbeat_s must be a positive number of seconds, got {setting!r}")
+    return seconds

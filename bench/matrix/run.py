@@ -1,0 +1,204 @@
+"""Run a plan: check it can run, then compute its pending cells in this process or on workers.
+
+Both the ``bench run`` command and each multirun job come through here, so a run is validated
+the same way whichever executor computes it.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from kdbench.api import ATTACKS, DEFENSES, DefenseContext
+from kdbench.config.plan import RunPlan
+from kdbench.data.catalogue import load_dataset
+from kdbench.data.images import NORMALIZE_HELP, ImageData
+from kdbench.errors import BenchError, ConfigError
+from kdbench.matrix.pending import measured_records, pending_cells
+from kdbench.matrix.runner import Runner
+from kdbench.matrix.workers import run_in_workers
+from kdbench.plugins.registry import build
+from kdbench.progress import Progress
+from kdbench.store.atomic import remove_stale_temporaries
+from kdbench.store.cache import ArtifactCache
+from kdbench.store.records import Record, RecordStore
+from kdbench.training.loop import Trainer
+from kdbench.version import __version__
+
+
+def check_runnable(plan: RunPlan) -> ImageData:
+    """Refuse, before anything trains, a results or cache folder that cannot be written, a dataset
+    that cannot be loaded (a missing folder is bad input, not a failure recorded in every cell), a
+    plugin option the dataset's shape rules out (``defense.topk.k`` above its class count), and an
+    owner's weight file that does not load or scores near chance on the test split (inputs it does
+    not expect). Returns the dataset, loaded on the CPU."""
+    check_creatable(plan.dataset_dir, "results folder", "results_dir")
+    check_creatable(plan.cache_dir, "cache folder", "cache_dir")
+    data = load_dataset(plan.dataset)
+    check_task(plan, data.num_classes, data.input_shape)
+    for name, path, sha256 in owned_files(plan):
+        check_owned_network(plan, data, path, sha256, name)
+    check_writable(plan)  # last: it creates the results folder
+    return data
+
+
+def check_task(plan: RunPlan, num_classes: int, input_shape: tuple[int, int, int]) -> None:
+    """Each chosen defense's and attack's :meth:`~kdbench.api.Plugin.check_task` on the dataset's shape."""
+    for name, options in plan.defenses.items():
+        build(DEFENSES.get(name), options).check_task(num_classes, input_shape)
+    for name, options in plan.attacks.items():
+        build(ATTACKS.get(plan.attack_plugin(name)), options).check_task(num_classes, input_shape)
+
+
+def check_creatable(folder: Path, what: str, key: str) -> None:
+    """Refuse, creating nothing, a folder that cannot be made: one under a regular file, or under a
+    folder this user cannot write."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = f"{existing} is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{existing}: permission denied"
+    else:
+        return
+    raise BenchError(f"{what} {folder} is not writable ({problem}); set {key}=<a writable folder>")
+
+
+def owned_files(plan: RunPlan) -> list[tuple[str, Path, str]]:
+    """The owner's weight files the run loads: (option, path, sha256)."""
+    files = []
+    if plan.teacher_file is not None:
+        files.append(("teacher_weights", plan.teacher_file.path, plan.teacher_file.sha256))
+    for options in plan.defenses.values():
+        file = getattr(options, "weight_file", None)
+        if callable(file):
+            files.append(file())
+    return files
+
+
+def check_owned_network(plan: RunPlan, data: ImageData, path: Path, sha256: str, where: str) -> float:
+    """Load the owner's network once on the CPU and measure it on the test split; a score within
+    twice chance means it sees inputs other than those it was trained on: stop, saying so."""
+    arch = plan.teachers[0]
+    ctx = DefenseContext(
+        trainer=Trainer(torch.device("cpu"), 0, plan.recipe_for(arch), Progress(quiet=True)),
+        data=data,
+        teacher_arch=arch,
+        cache=ArtifactCache(plan.cache_dir),
+        identity={},
+    )
+    accuracy = ctx.trainer.accuracy(ctx.loaded(path, where, sha256), data)
+    chance = 100.0 / data.num_classes
+    if accuracy < NEAR_CHANCE * chance:
+        raise ConfigError(
+            f"{where}={path} scores {accuracy:.1f} % on the test split of {data.name} (chance: {chance:.1f} %): "
+            f"the network is untrained or expects other inputs; set dataset.normalize to what it was trained "
+            f"with ({NORMALIZE_HELP}; now {plan.dataset.normalize!r}, inputs {list(data.input_shape)})"
+        )
+    return accuracy
+
+
+# A loaded network scoring below this multiple of chance is refused before any attack runs.
+NEAR_CHANCE = 2.0
+
+
+def run_command(overrides: list[str], console: Console) -> tuple[RunPlan, list[Record]]:
+    """``bench run all OVERRIDES``: validate, compute what is pending, write and print the tables.
+    Returns the plan and the records written (the CLI and :func:`kdbench.evaluate` share it)."""
+    from kdbench.config.compose import compose_config
+    from kdbench.config.plan import plan_from_config
+    from kdbench.report.files import write_reports
+    from kdbench.report.reference import compare_with_reference
+    from kdbench.report.terminal import print_terminal_view
+
+    command = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
+    plan = replace(plan_from_config(compose_config(overrides)), command=command)
+    data = check_runnable(plan)
+    progress = Progress(console, quiet=plan.quiet, heartbeat_s=plan.heartbeat_s)
+    start = time.perf_counter()
+    with progress.session():
+        done = run_matrix(plan, progress, data)
+    elapsed = time.perf_counter() - start
+    settings = settings_of(plan)
+    settings["command"] = command
+    board = write_reports(plan.dataset_dir, settings)
+    console.print()
+    print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
+    console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")
+    if plan.reference_dir is not None:
+        comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.dataset.name)
+        if comparison is not None:
+            console.print(comparison.summary(), soft_wrap=True)
+    return plan, done
+
+
+def run_matrix(plan: RunPlan, progress: Progress, data: ImageData | None = None) -> list[Record]:
+    """Compute every cell of ``plan`` that has no final record for its configuration; returns the
+    records written (cells already done are skipped). ``data``: the plan's dataset, when the caller
+    has loaded it already (on any device)."""
+    store = RecordStore(plan.dataset_dir)
+    for folder in (plan.dataset_dir, store.folder, plan.cache_dir):
+        for stray in remove_stale_temporaries(folder):
+            progress.log(f"removed {stray}, left half-written by a run that was killed")
+    todo = pending_cells(plan, store)
+    skipped = len(plan.cells) - len(todo)
+    if skipped:
+        progress.log(f"{skipped} of {len(plan.cells)} cells already done for this configuration")
+    if not todo:
+        return []
+    progress.log(f"{len(todo)} of {len(plan.cells)} cells to compute; records go to {plan.dataset_dir}/records/")
+    measured = measured_records(plan, store)
+    if plan.workers > 1 and len({key for _, key in todo if key not in measured}) > 1:
+        return run_in_workers(plan, progress, todo, measured, data)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(plan.threads)  # the threads the cache keys hold, as in a worker
+    try:
+        return Runner(plan, progress, data).run(todo, measured)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def check_writable(plan: RunPlan) -> None:
+    folder = plan.dataset_dir
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise BenchError(
+            f"results folder {folder} is not writable ({err.strerror}); set results_dir=<a writable folder>"
+        ) from None
+
+
+def settings_of(plan: RunPlan) -> dict[str, Any]:
+    """What a leaderboard states so that it can be reproduced from its own header."""
+    settings = {
+        "dataset": plan.dataset.name,
+        "preset": plan.preset,
+        "teacher": ", ".join(plan.teachers),
+        "seeds": len(plan.seeds),
+        "epochs": plan.recipe.epochs,
+        "recipe": asdict(plan.recipe),
+        "device": str(plan.device),
+        "workers": plan.workers,
+        "threads": plan.threads,
+        "precision": "bf16" if plan.acceleration.bf16 else "fp32",
+        "torch": torch.__version__,
+        "kdbench": __version__,
+    }
+    if plan.recipe_by_model:
+        settings["recipe_by_model"] = {arch: asdict(recipe) for arch, recipe in plan.recipe_by_model.items()}
+    if plan.paper:
+        settings["paper"] = plan.paper
+    if plan.teacher_file is not None:
+        settings["teacher_weights"] = plan.teacher_file.describe()
+    return settings

@@ -1,0 +1,314 @@
+"""Fill the results matrix: for each cell, build (or reuse) the defended teacher and the student's
+scratch baseline, run the attack, evaluate, and write one record.
+
+Teachers and baselines come from the content-addressed cache, so a teacher is trained once per
+configuration however many attacks use it. A cell whose record already carries the same
+configuration hash is skipped, so an interrupted or repeated run only does what is missing, and a
+cell that is the same computation as one already measured (a "self" student and the teacher's
+architecture named outright) takes over that measurement.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from kdbench.api import ATTACKS, DEFENSES, AttackContext, DataAccess, DefenseContext
+from kdbench.config.plan import Cell, RunPlan
+from kdbench.data.catalogue import load_dataset
+from kdbench.data.images import ImageData
+from kdbench.errors import BenchError
+from kdbench.matrix.pending import FINAL_STATUSES, cell_title, outcome, twin_record
+from kdbench.models import create_model
+from kdbench.plugins.fingerprint import code_fingerprint
+from kdbench.progress import Progress
+from kdbench.serving.owner_cost import owner_cost
+from kdbench.serving.teacher import Access, Teacher, TeacherAPI
+from kdbench.serving.threat_model import attacker_inputs
+from kdbench.store.atomic import atomic_write_text
+from kdbench.store.cache import ArtifactCache, file_digest
+from kdbench.store.keys import config_hash
+from kdbench.store.records import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, Record, RecordStore
+from kdbench.training.loop import Trainer, TrainingDiverged
+
+TRACEBACKS = "tracebacks"  # <results>/<dataset>/tracebacks/<cell>.txt: why a plugin failed its cell
+
+
+class PluginFailed(Exception):
+    """An attack or a defense raised an exception that is not a :class:`BenchError`: a bug in the
+    plugin. The cells that need it are recorded as failed with the exception and its traceback,
+    and the matrix goes on (KeyboardInterrupt and the like are not exceptions of this kind)."""
+
+    def __init__(self, what: str, err: Exception) -> None:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        super().__init__(f"{what} raised {type(err).__name__}" + (f": {first_line}" if first_line else ""))
+        self.traceback = "".join(traceback.format_exception(err))
+
+
+def distinct_networks(cells: list[Cell]) -> int:
+    """How many teachers and scratch baselines ``cells`` need (each trained once)."""
+    teachers = {(c.teacher, c.defense, c.seed) for c in cells}
+    return len(teachers) + len({(c.student_arch, c.seed) for c in cells})
+
+
+class BuiltTeacher(NamedTuple):
+    teacher: Teacher
+    accuracy: float  # test top-1 of the served function, percent
+    owner_cost: dict[str, float]
+    weights: dict[str, str]  # checkpoint file name → content digest
+    files: dict[str, dict[str, Any]]  # weight files from outside the cache: option → path, sha256
+
+
+class Runner:
+    def __init__(self, plan: RunPlan, progress: Progress, data: ImageData | None = None) -> None:
+        """``data``: the plan's dataset if already loaded (on any device); otherwise loaded when needed."""
+        self.plan = plan
+        self.progress = progress
+        self.store = RecordStore(plan.dataset_dir)
+        self.cache = ArtifactCache(plan.cache_dir)
+        self._data = None if data is None else data.to(plan.device)
+        self._teachers: dict[tuple[str, str, int], BuiltTeacher | TrainingDiverged] = {}
+        self._baselines: dict[tuple[str, int], tuple[float, dict[str, str]] | TrainingDiverged] = {}
+
+    @property
+    def data(self) -> ImageData:
+        if self._data is None:
+            self._data = load_dataset(self.plan.dataset, self.plan.device)
+        return self._data
+
+    def trainer(self, seed: int, arch: str) -> Trainer:
+        """The training loop for networks of architecture ``arch``, with that architecture's recipe."""
+        return Trainer(self.plan.device, seed, self.plan.recipe_for(arch), self.progress, self.plan.acceleration)
+
+    def run(self, todo: list[tuple[Cell, str]], measured: dict[str, Record]) -> list[Record]:
+        """Compute ``todo`` (cells with their keys) in this process, one after the other; a cell
+        whose key is in ``measured`` takes over that record. Returns the records written."""
+        done = []
+        self.progress.matrix(distinct_networks([c for c, k in todo if k not in measured]) + len(todo))
+        for i, (cell, key) in enumerate(todo, 1):
+            title = cell_title(cell, i, len(todo))
+            twin = measured.get(key)
+            computed = True
+            if twin is not None:
+                self.progress.log(f"{title}: the same computation as {twin.cell}, measured already")
+                record = twin_record(cell, twin)
+                self.store.put(record)
+            else:
+                self.progress.log(title)
+                self.progress.working([cell.name])
+                record, computed = self.claimed_cell(cell, key)  # written by whoever computed it
+                if computed:
+                    self.progress.log(f"{title}: {outcome(record)}")
+            self.progress.unit_done()
+            if record.status in FINAL_STATUSES:
+                measured[key] = record
+            if computed:
+                done.append(record)
+        return done
+
+    def claimed_cell(self, cell: Cell, key: str) -> tuple[Record, bool]:
+        """``cell``'s record and whether this process computed it (and wrote it). The cell is claimed
+        under the cache's lock first: if another run on the same folder holds the claim, this one
+        waits, then takes over the final record that run wrote instead of computing the cell again."""
+        with self.cache.claim_cell(key, cell.name, self.progress.log):
+            existing = self.store.get(cell.name)
+            if existing is not None and existing.key == key and existing.status in FINAL_STATUSES and self.fresh(cell):
+                self.progress.log(f"{cell.name}: computed by another run on this folder, reused")
+                return existing, False
+            record = self.run_cell(cell, key)
+            self.store.put(record)
+            return record, True
+
+    def fresh(self, cell: Cell) -> bool:
+        """Whether ``cell``'s record may be taken over: always, except that with ``rerun`` only a record
+        written since this run started (by a concurrent run) counts."""
+        if not self.plan.rerun:
+            return True
+        try:
+            return self.store.path(cell.name).stat().st_mtime >= self.plan.started_at
+        except FileNotFoundError:  # removed since it was read (a concurrent rerun replaces it)
+            return False
+
+    # -- the pieces every cell needs, built once per run -------------------------------------
+
+    def teacher(self, arch: str, defense: str, seed: int) -> BuiltTeacher:
+        """The ``defense``'s teacher of architecture ``arch`` at ``seed``, with its test accuracy, its
+        owner's cost (:func:`kdbench.serving.owner_cost.owner_cost`) and the checkpoints it was built from."""
+        memo_key = (arch, defense, seed)
+        if memo_key not in self._teachers:
+            start, trainings = time.perf_counter(), self.progress.tasks_started
+            try:
+                ctx = DefenseContext(
+                    trainer=self.trainer(seed, arch),
+                    data=self.data,
+                    teacher_arch=arch,
+                    cache=self.cache,
+                    identity=self.plan.teacher_identity(arch, seed),
+                    fresh_after=self.plan.started_at if self.plan.rerun else None,
+                    teacher_file=self.plan.teacher_file,
+                )
+                built = DEFENSES.get(defense).factory(self.plan.defenses[defense]).build(ctx)
+                for kind, seconds in ctx.trained_now:
+                    if kind != defense:  # trained on the way, the nasty teacher's normal adversary say
+                        self.progress.log(
+                            f"network teacher {arch}/{kind} (seed {seed}): trained for {defense}, {seconds:.1f} s"
+                        )
+                self._teachers[memo_key] = BuiltTeacher(
+                    built,
+                    ctx.trainer.accuracy(built.serve, self.data),
+                    owner_cost(built, self.data),
+                    dict(ctx.weights),
+                    dict(ctx.files),
+                )
+            except TrainingDiverged as err:
+                self._teachers[memo_key] = err
+            except BenchError:
+                raise
+            except Exception as err:  # a bug in the defense: its cells fail, the matrix goes on
+                self._teachers[memo_key] = PluginFailed(f"defense {defense!r}", err)
+            result = self._teachers[memo_key]
+            accuracy = None if isinstance(result, Exception) else result.accuracy
+            self._network_done(f"teacher {arch}/{defense} (seed {seed})", result, accuracy, start, trainings)
+        result = self._teachers[memo_key]
+        if isinstance(result, (TrainingDiverged, PluginFailed)):
+            raise result
+        return result
+
+    def _network_done(self, what: str, result: Any, accuracy: float | None, start: float, trainings: int) -> None:
+        """One line per network this process trained (loading one from the cache says nothing)."""
+        self.progress.unit_done()
+        if self.progress.tasks_started == trainings and accuracy is not None:
+            return
+        if isinstance(result, TrainingDiverged):
+            status = f"diverged: {result}"
+        elif isinstance(result, PluginFailed):
+            status = f"failed: {result}"
+        else:
+            status = f"ok, acc {accuracy:.2f}"
+        self.progress.log(f"network {what}: {status}, {time.perf_counter() - start:.1f} s")
+
+    def baseline(self, student: str, seed: int) -> tuple[float, dict[str, str]]:
+        """Test accuracy of ``student`` trained from scratch on the true labels (defines the drop),
+        and its checkpoint (file name → content digest)."""
+        memo_key = (student, seed)
+        if memo_key not in self._baselines:
+            start, trainings = time.perf_counter(), self.progress.tasks_started
+            trainer = self.trainer(seed, student)
+            generator = trainer.seeded(f"baseline/{student}")
+            model = create_model(student, self.data.num_classes, self.data.input_shape).to(self.plan.device)
+            key = config_hash({**self.plan.network_identity(student, seed), "kind": "scratch"})
+            try:
+                path = self.cache.fill(
+                    key,
+                    model,
+                    arch=student,
+                    meta={"kind": "scratch"},
+                    train=lambda: trainer.fit_scratch(
+                        model, self.data, generator=generator, description=f"scratch {student}"
+                    ),
+                    on_wait=self.progress.log,
+                    fresh_after=self.plan.started_at if self.plan.rerun else None,
+                )
+                model.eval()
+                self._baselines[memo_key] = (trainer.accuracy(model, self.data), {path.name: file_digest(path) or ""})
+            except TrainingDiverged as err:
+                self._baselines[memo_key] = err
+            result = self._baselines[memo_key]
+            accuracy = None if isinstance(result, Exception) else result[0]
+            self._network_done(f"scratch {student} (seed {seed})", result, accuracy, start, trainings)
+        result = self._baselines[memo_key]
+        if isinstance(result, TrainingDiverged):
+            raise result
+        return result
+
+    # -- one cell -----------------------------------------------------------------------------
+
+    def run_cell(self, cell: Cell, key: str) -> Record:
+        start = time.perf_counter()
+        fields: dict[str, Any] = {"teacher_acc": None, "student_acc": None, "baseline_acc": None, "drop": None}
+        status, reason = STATUS_OK, ""
+        extra: dict[str, Any] = {"threads": torch.get_num_threads()}  # the intra-op threads it trained with
+        try:
+            built = self.teacher(cell.teacher, cell.defense, cell.seed)
+            fields["teacher_acc"], extra["owner_cost"] = built.accuracy, built.owner_cost
+            fields["baseline_acc"], baseline_weights = self.baseline(cell.student_arch, cell.seed)
+            # the checkpoints this result came from: a record whose files were replaced is stale
+            extra["weights"] = {**built.weights, **baseline_weights}
+            if built.files:  # the owner's files: where the weights came from, and what cannot be known
+                extra["files"] = built.files
+            if self.plan.teacher_file is not None:
+                extra["teacher_label"] = self.plan.teacher_file.label(cell.teacher)
+            if self.plan.command:
+                extra["command"] = self.plan.command
+            extra["code"] = {
+                "defense": code_fingerprint(DEFENSES.get(cell.defense).source),
+                "attack": code_fingerprint(ATTACKS.get(self.plan.attack_plugin(cell.attack)).source),
+            }
+            fields["student_acc"], extra["queries"] = self.attack(cell, built.teacher)
+            fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
+        except TrainingDiverged as err:
+            status, reason = STATUS_DIVERGED, str(err)
+        except BenchError as err:
+            status, reason = STATUS_FAILED, str(err)
+        except PluginFailed as err:
+            status, reason = STATUS_FAILED, str(err)
+            extra["traceback"] = str(self.write_traceback(cell, err))
+        return Record(
+            dataset=self.plan.dataset.name,
+            defense=cell.defense,
+            attack=cell.attack,
+            student=cell.student,
+            student_arch=cell.student_arch,
+            seed=cell.seed,
+            teacher=cell.teacher,
+            status=status,
+            reason=reason,
+            wall_s=round(time.perf_counter() - start, 3),
+            key=key,
+            extra=extra,
+            **fields,
+        )
+
+    def write_traceback(self, cell: Cell, err: PluginFailed) -> Path:
+        path = self.plan.dataset_dir / TRACEBACKS / f"{cell.name}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, f"{cell.name}: {err}\n\n{err.traceback}")
+        return path
+
+    def attack(self, cell: Cell, teacher: Teacher) -> tuple[float, int | None]:
+        """The student's test accuracy after the attack, and how many inputs it queried (None: white box)."""
+        try:
+            return self._attack(cell, teacher)
+        except (TrainingDiverged, BenchError):
+            raise
+        except Exception as err:  # a bug in the attack: this cell fails, the matrix goes on
+            raise PluginFailed(f"attack {cell.attack!r}", err) from err
+
+    def _attack(self, cell: Cell, teacher: Teacher) -> tuple[float, int | None]:
+        trainer = self.trainer(cell.seed, cell.student_arch)
+        generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")
+        student = create_model(cell.student_arch, self.data.num_classes, self.data.input_shape).to(self.plan.device)
+        attack = ATTACKS.get(self.plan.attack_plugin(cell.attack)).factory(self.plan.attacks[cell.attack])
+        view: Teacher | TeacherAPI = (
+            teacher
+            if attack.access is Access.WHITE_BOX
+            else teacher.api(attack.access, attack.query_budget, top_k=attack.top_k)
+        )
+        ctx = AttackContext(
+            trainer=trainer,
+            num_classes=self.data.num_classes,
+            input_shape=self.data.input_shape,
+            data=self.data if attack.data_access is DataAccess.TRAIN else None,
+            generator=generator,
+            description=f"{cell.attack} {cell.teacher}/{cell.defense}→{cell.student_arch}",
+            input_format=self.data.input_format,
+            inputs=attacker_inputs(attack.data_access, self.data),
+        )
+        trained = attack.run(view, student, ctx)
+        trained.eval()
+        queries = view.queries if isinstance(view, TeacherAPI) else None
+        return trainer.accuracy(trained, self.data), queries

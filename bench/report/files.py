@@ -1,0 +1,101 @@
+"""A results folder's report files, rebuilt from its records alone: records.csv,
+leaderboard.csv, leaderboard.md, run.json and the plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kdbench.errors import BenchError
+from kdbench.report.leaderboard import leaderboard_frame, records_frame, teacher_label
+from kdbench.report.paper import with_paper_figures
+from kdbench.report.tables import leaderboard_markdown
+from kdbench.store.atomic import atomic_write_text, remove_stale_temporaries
+from kdbench.store.records import Record, RecordStore
+
+SETTINGS_FILE = "run.json"
+
+
+def provenance(records: list[Record]) -> dict[str, Any]:
+    """What the records shown came from: the distinct commands that wrote them, and each plugin's
+    package, version and source hash (records written before these were kept add nothing)."""
+    commands = sorted({r.extra["command"] for r in records if r.extra.get("command")})
+    plugins: dict[str, set[str]] = {}
+    for r in records:
+        for role, name in (("defense", r.defense), ("attack", r.attack)):
+            code = (r.extra.get("code") or {}).get(role)
+            if code:
+                plugins.setdefault(name, set()).add(f"{code['package']} {code['version']}, source {code['source']}")
+    out: dict[str, Any] = {}
+    files = {}
+    for r in records:
+        for where, file in (r.extra.get("files") or {}).items():
+            files[f"{where}, row {teacher_label(r)}"] = file
+    if files:
+        out["files"] = files
+    if commands:
+        out["commands"] = commands
+    if plugins:
+        out["plugins"] = {name: " / ".join(sorted(v)) for name, v in sorted(plugins.items())}
+    return out
+
+
+def save_settings(folder: Path, settings: dict[str, Any]) -> None:
+    """Record the run's settings, which every later rebuild of the leaderboard states."""
+    atomic_write_text(folder / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
+
+
+def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Rebuild records.csv, leaderboard.csv, leaderboard.md and the plots of one results folder."""
+    from kdbench.report.plots import plot_matrix, plot_tradeoff
+
+    for stale in (folder, folder / "records"):  # what killed runs left half-written
+        remove_stale_temporaries(stale)
+    records, unreadable = RecordStore(folder).scan()
+    if not records and not unreadable:
+        raise BenchError(
+            f"no records under {folder}/records; run `bench run all` (or `bench run all dataset=...`) first"
+        )
+    if not records:
+        raise BenchError(
+            f"no readable record under {folder}/records ({len(unreadable)} unreadable, e.g. {unreadable[0][0]}: "
+            f"{unreadable[0][1]}); delete or fix them, or rerun `bench run all` to recompute them"
+        )
+    settings_path = folder / SETTINGS_FILE
+    if settings is not None:
+        save_settings(folder, settings)
+    elif settings_path.exists():
+        settings = json.loads(settings_path.read_text())
+    settings = {**(settings or {}), **provenance(records)}
+    frame = records_frame(records)
+    board = leaderboard_frame(frame)
+    if (settings or {}).get("paper"):
+        board = with_paper_figures(board, settings["paper"])
+    title = str((settings or {}).get("dataset", folder.name))
+    atomic_write_text(folder / "records.csv", frame.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(folder / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f"))
+    markdown = leaderboard_markdown(board, settings or {})
+    if unreadable:
+        markdown += "\n" + unreadable_note(unreadable)
+    atomic_write_text(folder / "leaderboard.md", markdown)
+    plot_tradeoff(board, folder / "tradeoff.png", title)
+    plot_matrix(board, folder / "matrix.png", title)
+    return board
+
+
+def unreadable_records(folder: Path) -> list[tuple[Path, str]]:
+    """The record files of ``folder`` that the tables had to leave out, with what is wrong with each."""
+    return RecordStore(folder).scan()[1]
+
+
+def unreadable_note(unreadable: list[tuple[Path, str]]) -> str:
+    """The leaderboard's warning that it is incomplete: each record left out, and why."""
+    lines = [
+        f"**Incomplete:** {len(unreadable)} record file(s) could not be read and are left out of every "
+        "table above (fix or delete them; `bench run` recomputes a deleted cell):",
+        "",
+    ]
+    return "\n".join([*lines, *(f"- `{path.name}`: {reason}" for path, reason in unreadable)]) + "\n"

@@ -1,0 +1,292 @@
+"""Records → tables and plots, RobustBench-style: each defense is judged by its worst case.
+
+Files written to ``<results>/<dataset>/``: records.csv (one row per cell and seed), leaderboard.csv
+(one row per teacher × defense), leaderboard.md (the ranking, then the full matrix), tradeoff.png
+and matrix.png. Everything here reads records only, so ``bench report`` rebuilds the files
+without training anything; ``bench run`` calls the same code at its end.
+
+Definitions (all in points of test accuracy, means over seeds, ± one sample standard deviation):
+- drop = scratch-baseline accuracy − stolen-student accuracy, per attack × student;
+- worst case for a student = the smallest mean drop over attacks (the attacker picks the attack
+  that steals best), with the attack that achieves it;
+- guaranteed drop = the smallest worst case over students: what the defense guarantees whatever
+  attack and student the attacker picks. Defenses are ranked by it, per teacher architecture.
+Cells whose status is not ``ok`` never enter a mean; where a worst case misses some of them, it
+is marked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import pandas as pd
+
+from kdbench.store.records import STATUS_OK, Record
+
+RECORD_COLUMNS = [
+    "dataset",
+    "defense",
+    "attack",
+    "student",
+    "student_arch",
+    "seed",
+    "teacher",
+    "teacher_acc",
+    "student_acc",
+    "baseline_acc",
+    "drop",
+    "status",
+    "wall_s",
+    "reason",
+    "key",
+]
+
+
+SCRATCH_ROW = "scratch (no teacher)"  # the leaderboard row of the students trained on the labels alone
+
+
+INCOMPLETE_MARK = "†"
+
+
+# measurements from Record.extra that get a column: the owner's cost of the defense
+# (bench/owner_cost.py) and the inputs a black-box attack queried
+OWNER_COST_KEYS = ["ece_pct", "kl_nats", "tv_pct"]
+
+
+EXTRA_COLUMNS = [*(f"owner_{key}" for key in OWNER_COST_KEYS), "queries", "teacher_weights", "teacher_sha256"]
+
+
+def _extra_columns(record: Record) -> dict[str, Any]:
+    cost = record.extra.get("owner_cost") or {}
+    owned = owned_file(record) or {}
+    return {
+        **{f"owner_{key}": cost.get(key) for key in OWNER_COST_KEYS},
+        "queries": record.extra.get("queries"),
+        "teacher_weights": owned.get("path"),
+        "teacher_sha256": owned.get("sha256"),
+    }
+
+
+def owned_file(record: Record) -> dict[str, Any] | None:
+    """The owner's weight file a record's teacher came from (teacher_weights, or defense=file)."""
+    files = record.extra.get("files") or {}
+    return files.get("teacher_weights") or files.get("defense.file.path")
+
+
+def teacher_label(record: Record) -> str:
+    """A record's teacher as rows name it: the architecture, or, for a run on the owner's network
+    (teacher_weights), the owner's name, the architecture and the file's sha256 (another file is
+    another row); every defense of that run, ``file`` included, is a row under it."""
+    return record.extra.get("teacher_label") or record.teacher
+
+
+def records_frame(records: list[Record]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        [{**asdict(r), "teacher": teacher_label(r)} for r in records], columns=[*RECORD_COLUMNS, "extra"]
+    )
+    extra = pd.DataFrame([_extra_columns(r) for r in records], columns=EXTRA_COLUMNS, index=frame.index)
+    frame = pd.concat([frame.drop(columns=["extra"]), extra], axis=1)
+    if frame.teacher_weights.isna().all():  # no network from the owner's files: no columns for them
+        frame = frame.drop(columns=["teacher_weights", "teacher_sha256"])
+    # records written before "self" students existed leave the architecture empty: it is the name
+    frame["student_arch"] = frame.student_arch.where(frame.student_arch != "", frame.student)
+    return frame.sort_values(["teacher", "defense", "attack", "student", "seed"], kind="stable").reset_index(drop=True)
+
+
+def _mean_std(values: pd.Series) -> tuple[float, float]:
+    return float(values.mean()), float(values.std()) if len(values) > 1 else float("nan")
+
+
+def leaderboard_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (teacher, defense), ranked within each teacher, after one row of scratch baselines."""
+    ok = frame[frame.status == STATUS_OK]
+    pairs = sorted(set(zip(frame.attack, frame.student, strict=True)))
+    students = sorted(set(frame.student))
+
+    scratch: dict[str, Any] = {"teacher": "", "defense": SCRATCH_ROW, "seeds": int(ok.seed.nunique())}
+    baselines = ok.drop_duplicates(["student", "seed"])
+    for attack, student in pairs:
+        mine = baselines[baselines.student == student].baseline_acc
+        # a "self" student is another architecture under each teacher: no one scratch figure
+        if len(mine) and ok[ok.student == student].student_arch.nunique() == 1:
+            scratch[f"{attack}/{student} acc"], scratch[f"{attack}/{student} acc_std"] = _mean_std(mine)
+
+    rows = []
+    for (arch, defense), mine in frame.groupby(["teacher", "defense"], sort=False):
+        mine_ok = mine[mine.status == STATUS_OK]
+        teacher = mine_ok.drop_duplicates("seed").teacher_acc
+        normal = ok[(ok.teacher == arch) & (ok.defense == "normal")].drop_duplicates("seed").teacher_acc
+        row: dict[str, Any] = {"teacher": arch, "defense": defense, "seeds": int(mine_ok.seed.nunique())}
+        row["teacher_acc"], row["teacher_acc_std"] = _mean_std(teacher)
+        row["delta_vs_normal"] = row["teacher_acc"] - normal.mean() if len(normal) else float("nan")
+        row.update(_owner_cost(mine_ok))
+        for attack, student in pairs:
+            cell = mine[(mine.attack == attack) & (mine.student == student)]
+            cell_ok = cell[cell.status == STATUS_OK]
+            name = f"{attack}/{student}"
+            row[f"{name} acc"], row[f"{name} acc_std"] = _mean_std(cell_ok.student_acc)
+            row[f"{name} drop"], row[f"{name} drop_std"] = _mean_std(cell_ok["drop"])
+            bad = cell[cell.status != STATUS_OK].status
+            row[f"{name} status"] = (
+                ", ".join(f"{n} {s}" for s, n in bad.value_counts().sort_index().items()) or STATUS_OK
+            )
+        for student in students:
+            options = [(row[f"{a}/{s} drop"], row[f"{a}/{s} drop_std"], a) for a, s in pairs if s == student]
+            finished = [o for o in options if not pd.isna(o[0])]
+            worst = min(finished, key=lambda o: o[0], default=(float("nan"), float("nan"), ""))
+            row[f"{student} worst_drop"], row[f"{student} worst_drop_std"], row[f"{student} worst_attack"] = worst
+            # incomplete: an attack with a seed that did not finish, or with no finished seed at all
+            row[f"{student} complete"] = len(finished) == len(options) and all(
+                row[f"{a}/{s} status"] == STATUS_OK for a, s in pairs if s == student
+            )
+        candidates = [(row[f"{s} worst_drop"], row[f"{s} worst_drop_std"], s) for s in students]
+        finished = [c for c in candidates if not pd.isna(c[0])]
+        drop, std, student = min(finished, key=lambda c: c[0], default=(float("nan"), float("nan"), ""))
+        row["guaranteed_drop"], row["guaranteed_drop_std"] = drop, std
+        row["weakest_to"] = f"{row[f'{student} worst_attack']} → {student}" if student else ""
+        row["complete"] = all(row[f"{s} complete"] for s in students)
+        rows.append(row)
+
+    board = pd.DataFrame(rows)
+    board["guaranteed_drop_se"] = board.guaranteed_drop_std / board.seeds.clip(lower=1) ** 0.5
+    board["rank"] = float("nan")
+    for _, group in board.groupby("teacher", sort=False):
+        board.loc[group.index, "rank"] = _ranks(group)
+    board["verdict"] = [_verdict(row) for _, row in board.iterrows()]
+    board = board.sort_values(["teacher", "rank", "defense"], kind="stable", na_position="last")
+    columns = [
+        "teacher",
+        "defense",
+        "rank",
+        "verdict",
+        "seeds",
+        "teacher_acc",
+        "teacher_acc_std",
+        "delta_vs_normal",
+        "guaranteed_drop",
+        "guaranteed_drop_std",
+        "guaranteed_drop_se",
+        "weakest_to",
+        "complete",
+    ]
+    columns += [c for c in board.columns if c not in columns]
+    return pd.concat([pd.DataFrame([scratch]), board], ignore_index=True)[columns]
+
+
+SIGNIFICANCE = 2.0  # standard errors
+
+
+ONE_SEED_NOISE = 1.0  # points: with one seed, a drop at most this large is not called a drop
+
+
+PROTECTS = "protects"
+
+
+NO_PROTECTION = "no protection shown"
+
+
+def _interval(mean: float, se: float) -> tuple[float, float]:
+    if pd.isna(se):
+        return mean, mean
+    return mean - SIGNIFICANCE * se, mean + SIGNIFICANCE * se
+
+
+def _ranks(group: pd.DataFrame) -> list[float]:
+    """Ranks within one teacher: complete defenses first, ties where intervals overlap."""
+    complete = group.complete.astype(bool)
+    ranks = []
+    for _, row in group.iterrows():
+        if pd.isna(row.guaranteed_drop):
+            ranks.append(float("nan"))
+            continue
+        peers = group[(complete == row.complete) & group.guaranteed_drop.notna()]
+        _, high = _interval(row.guaranteed_drop, row.guaranteed_drop_se)
+        better = sum(_interval(p.guaranteed_drop, p.guaranteed_drop_se)[0] > high for _, p in peers.iterrows())
+        offset = 0 if row.complete else int((complete & group.guaranteed_drop.notna()).sum())
+        ranks.append(float(1 + offset + better))
+    return ranks
+
+
+def _significant_drop(mean: float, std: float, seeds: int) -> bool:
+    """A drop beyond noise: its interval above 0 (several seeds), or above ONE_SEED_NOISE (one seed)."""
+    if pd.isna(mean):
+        return False
+    if seeds > 1 and not pd.isna(std):
+        return mean - SIGNIFICANCE * std / seeds**0.5 > 0
+    return mean > ONE_SEED_NOISE
+
+
+def _verdict(row: pd.Series) -> str:
+    if not row.complete:
+        return f"{NO_PROTECTION} (incomplete)"
+    if row.seeds > 1 and _significant_drop(row.guaranteed_drop, row.guaranteed_drop_std, int(row.seeds)):
+        return PROTECTS
+    return NO_PROTECTION
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def ranking_rule(board: pd.DataFrame) -> str:
+    """How the ranks and verdicts were decided, in words, for the reader of this board."""
+    seeds = board[board.defense != SCRATCH_ROW].seeds
+    if seeds.max() <= 1:
+        return (
+            "One seed: no significance can be judged. Ranks follow the point estimates, and no "
+            "defense is said to protect (a verdict needs several seeds)."
+        )
+    return (
+        f"Ranks: two defenses share a rank unless their guaranteed drops' intervals (mean ± "
+        f"{SIGNIFICANCE:g} standard errors over seeds) are disjoint. Verdict: “{PROTECTS}” where the "
+        f"guaranteed drop is positive beyond that interval, otherwise “{NO_PROTECTION}”."
+    )
+
+
+def findings(board: pd.DataFrame) -> list[str]:
+    """One sentence per defense, generated from the data: which attacks it holds against (with the
+    points the student loses) and which recover everything."""
+    ranked = board[board.defense != SCRATCH_ROW]
+    pairs = [c.removesuffix(" drop") for c in board.columns if c.endswith(" drop") and "/" in c]
+    lines = []
+    for label, (_, row) in zip(row_labels(ranked), ranked.iterrows(), strict=True):
+        attacks: dict[str, list[tuple[float, bool]]] = {}
+        for pair in pairs:
+            attack, _student = pair.split("/", 1)
+            mean, std = row[f"{pair} drop"], row[f"{pair} drop_std"]
+            if pd.isna(mean):
+                continue
+            attacks.setdefault(attack, []).append((mean, _significant_drop(mean, std, int(row.seeds))))
+        holds, breaks, partly = [], [], []
+        for attack, drops in attacks.items():
+            low, high = min(d for d, _ in drops), max(d for d, _ in drops)
+            span = f"{low:.1f}" if abs(high - low) < 0.05 else f"{low:.1f}–{high:.1f}"
+            if all(sig for _, sig in drops):
+                holds.append(f"{attack} loses {span} points")
+            elif not any(sig for _, sig in drops):
+                breaks.append(attack)
+            else:
+                partly.append(f"{attack} ({span})")
+        parts = []
+        if holds:
+            parts.append("; ".join(holds))
+        if partly:
+            parts.append(f"only some students lose to {_join(partly)}")
+        if breaks:
+            parts.append(f"{_join(breaks)}: no drop beyond noise (the student recovers all of it)")
+        if not parts:
+            continue
+        lines.append(f"{label}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def _owner_cost(cells: pd.DataFrame) -> dict[str, float]:
+    """A defense's owner-cost measurements, averaged over seeds (one teacher per seed)."""
+    per_seed = cells.drop_duplicates(["seed"])
+    return {f"owner_{key}": pd.to_numeric(per_seed[f"owner_{key}"]).mean() for key in OWNER_COST_KEYS}
+
+
+def row_labels(board: pd.DataFrame) -> list[str]:
+    several = board.teacher[board.teacher != ""].nunique() > 1
+    return [f"{t} {d}" if several and t else str(d) for t, d in zip(board.teacher, board.defense, strict=True)]

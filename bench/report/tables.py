@@ -1,0 +1,187 @@
+"""The leaderboard as text: the ranking and full-matrix tables (rows of cells), and
+leaderboard.md around them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from kdbench.report.leaderboard import INCOMPLETE_MARK, OWNER_COST_KEYS, SCRATCH_ROW, findings, ranking_rule, row_labels
+from kdbench.report.paper import paper_note
+from kdbench.store.records import STATUS_OK
+
+OWNER_COST_HEADER = "owner cost: ECE % · KL · TV %"
+
+
+def _owner_cost_text(row: pd.Series) -> str:
+    values = [row.get(f"owner_{key}") for key in OWNER_COST_KEYS]
+    if any(v is None or pd.isna(v) for v in values):
+        return "–"
+    ece, kl, tv = values
+    return f"{ece:.1f} · {'∞' if kl == float('inf') else f'{kl:.2f}'} · {tv:.1f}"
+
+
+def _value(mean: Any, std: Any = float("nan"), *, signed: bool = False) -> str:
+    if mean is None or pd.isna(mean):
+        return "–"
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return text if std is None or pd.isna(std) else f"{text} ± {std:.2f}"
+
+
+def ranking_table(board: pd.DataFrame) -> list[list[str]]:
+    ranked = board[board.defense != SCRATCH_ROW]
+    students = [c.removesuffix(" worst_drop") for c in board.columns if c.endswith(" worst_drop")]
+    header = [
+        "rank",
+        "defense",
+        "teacher acc",
+        "Δ vs normal",
+        OWNER_COST_HEADER,
+        *[f"worst case → {s}" for s in students],
+        "guaranteed drop",
+        "verdict",
+    ]
+    lines = [header]
+    for label, (_, row) in zip(row_labels(ranked), ranked.iterrows(), strict=True):
+        worst = []
+        for s in students:
+            text = _value(row[f"{s} worst_drop"], row[f"{s} worst_drop_std"], signed=True)
+            if row[f"{s} worst_attack"]:
+                text += f" ({row[f'{s} worst_attack']})"
+            worst.append(text + ("" if row[f"{s} complete"] else f" {INCOMPLETE_MARK}"))
+        rank = "–" if pd.isna(row["rank"]) else str(int(row["rank"]))
+        if not row["complete"]:
+            rank += f" {INCOMPLETE_MARK}"  # after every complete defense, whatever its figure
+        guaranteed = _value(row["guaranteed_drop"], row["guaranteed_drop_std"], signed=True)
+        lines.append(
+            [
+                rank,
+                label,
+                _value(row["teacher_acc"], row["teacher_acc_std"]),
+                _value(row["delta_vs_normal"], signed=True),
+                _owner_cost_text(row),
+                *worst,
+                guaranteed,
+                str(row["verdict"]),
+            ]
+        )
+    return lines
+
+
+def matrix_table(board: pd.DataFrame) -> list[list[str]]:
+    """Header plus rows: ``acc (drop)`` per attack × student, or the status of unfinished cells."""
+    pairs = [c.removesuffix(" acc") for c in board.columns if c.endswith(" acc") and "/" in c]
+    lines = [["defense", "teacher acc", *[p.replace("/", " → ") for p in pairs]]]
+    for label, (_, row) in zip(row_labels(board), board.iterrows(), strict=True):
+        cells = []
+        for p in pairs:
+            status = row.get(f"{p} status")
+            unfinished = isinstance(status, str) and status != STATUS_OK
+            if pd.isna(row[f"{p} acc"]):
+                cells.append(status if unfinished else "–")
+                continue
+            text = _value(row[f"{p} acc"], row[f"{p} acc_std"])
+            if row["defense"] != SCRATCH_ROW:
+                text += f" ({_value(row[f'{p} drop'], row[f'{p} drop_std'], signed=True)})"
+            cells.append(text + (f" [{status}]" if unfinished else "") + paper_note(row, f"{p} acc"))
+        teacher = _value(row.get("teacher_acc"), row.get("teacher_acc_std")) + paper_note(row, "teacher_acc")
+        lines.append([label, teacher, *cells])
+    return lines
+
+
+def _markdown(table: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(table[0]) + " |",
+        "|" + "|".join("---" for _ in table[0]) + "|",
+        *("| " + " | ".join(r) + " |" for r in table[1:]),
+    ]
+
+
+def applicable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """A recipe's fields that act: milestones and gamma only under a multistep schedule, momentum
+    only with SGD."""
+    shown = dict(recipe)
+    if shown.get("schedule") != "multistep":
+        shown.pop("milestones", None)
+        shown.pop("gamma", None)
+    if shown.get("optimizer") != "sgd":
+        shown.pop("momentum", None)
+    return shown
+
+
+HEADER_SKIPS = ("recipe", "recipe_by_model", "command", "commands", "plugins", "files", "teacher_weights")
+
+
+def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
+    out = [f"# kdbench leaderboard: {settings.get('dataset', '?')}", ""]
+    shown = ", ".join(f"{k} {v}" for k, v in settings.items() if k not in HEADER_SKIPS)
+    if shown:
+        out += [f"Settings: {shown}.", ""]
+    if "recipe" in settings:
+        out += [f"Training recipe: `{json.dumps(applicable_recipe(settings['recipe']), sort_keys=True)}`.", ""]
+    if "recipe_by_model" in settings:
+        by_model = {arch: applicable_recipe(r) for arch, r in settings["recipe_by_model"].items()}
+        out += [f"Recipes of particular models: `{json.dumps(by_model, sort_keys=True)}`.", ""]
+    if settings.get("plugins"):
+        out += ["Plugins: " + "; ".join(f"{name} ({where})" for name, where in settings["plugins"].items()) + ".", ""]
+    for where, file in sorted((settings.get("files") or {}).items()):
+        out += [
+            f"Weights from a file ({where}): `{file['path']}`, sha256 `{file['sha256']}`, not trained by the "
+            f"suite. Its accuracy is measured on the test split of {settings.get('dataset', '?')}; the suite "
+            f"cannot know whether that file saw the test split, so the figure counts only if the split was held out "
+            f"from its training (with `dataset=folder` the owner brings its own train/test split).",
+            "",
+        ]
+    commands = settings.get("commands") or ([settings["command"]] if "command" in settings else [])
+    if len(commands) == 1:
+        out += [f"Reproduce: `{commands[0]}`", ""]
+    elif commands:
+        out += ["Reproduce (the records shown come from these runs):", "", *(f"- `{c}`" for c in commands), ""]
+    out += [
+        "## Ranking",
+        "",
+        "Drop: points of test accuracy the stolen student loses against the same student trained "
+        "from scratch on the labels. Worst case: the smallest drop over attacks (the attacker picks "
+        "the attack that steals best; it is named in parentheses). Guaranteed drop: the smallest "
+        "worst case over students. Means over seeds ± one standard deviation. Higher is better for "
+        "the defense; the teacher's own accuracy is its price.",
+        "",
+        "Owner cost: what the served probabilities cost legitimate users, on the test split: their "
+        "expected calibration error (%), and their mean KL(clean ‖ served) (nats; ∞ where the served "
+        "probability of a class is 0) and total variation (%) from the network's own softmax.",
+        "",
+        *_markdown(ranking_table(board)),
+    ]
+    if not board.complete.fillna(True).all():
+        out += [
+            "",
+            f"{INCOMPLETE_MARK} some attack cells for this student did not finish (see the matrix): "
+            "the worst case covers only those that did, so the defense is listed after every complete one.",
+        ]
+    out += ["", ranking_rule(board)]
+    said = findings(board)
+    if said:
+        out += ["", "What the data show: " + " ".join(said)]
+    out += [
+        "",
+        "## Full matrix",
+        "",
+        "Each cell: the student's test accuracy (%) and, in parentheses, its drop (points).",
+        "",
+    ]
+    if any(c.endswith(" paper") for c in board.columns):
+        out += [
+            f"“paper X, Δ Y”: the figure published in the paper (table `{settings.get('paper', '?')}` of "
+            "bench/paper_results/) and the measured minus the published figure, in points.",
+            "",
+        ]
+    out += [
+        *_markdown(matrix_table(board)),
+        "",
+        "![teacher accuracy against guaranteed drop](tradeoff.png)",
+        "",
+        "![drop per defense, attack and student](matrix.png)",
+    ]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,136 @@
+"""The leaderboard as a person reads it in a terminal of any width (80 columns included).
+
+The tables are :mod:`kdbench.report.leaderboard`'s own (:func:`~kdbench.report.tables.ranking_table`,
+:func:`~kdbench.report.tables.matrix_table`), so the terminal shows exactly the figures of
+``leaderboard.md``; only their layout changes. Nothing is ever cut: a cell's figure and its
+parenthesised note go on two lines, headers wrap between words, and a table wider than the console
+is split into parts that each repeat the key columns (rank and defense, or defense and teacher
+accuracy). The last lines name the files with everything.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from kdbench.report.leaderboard import INCOMPLETE_MARK, findings, ranking_rule
+from kdbench.report.tables import matrix_table, ranking_table
+
+RANKING_KEYS = 2  # rank, defense
+MATRIX_KEYS = 2  # defense, teacher acc
+LEGEND = (
+    "Drop: points of test accuracy a stolen student loses against the same student trained from "
+    "scratch (means ± std over seeds). Worst case: the smallest drop over attacks, with that attack "
+    "in parentheses. Guaranteed drop: the smallest worst case over students; higher is better for "
+    "the defense."
+)
+FILES = (
+    ("leaderboard.md", "the ranking and the full matrix, with the run's settings"),
+    ("leaderboard.csv", "every figure of both, one row per defense"),
+    ("records.csv", "one row per cell and seed, with its status and reason"),
+    ("tradeoff.png", "teacher accuracy against guaranteed drop"),
+    ("matrix.png", "the drop of every cell"),
+)
+
+
+def _cell(text: str) -> str:
+    """A figure and its notes on separate lines: ``97.22 ± 0.48 (+0.00 ± 0.29)`` → two lines."""
+    for note in (" (", " [", " · paper"):
+        text = text.replace(note, "\n" + note.lstrip())
+    return text
+
+
+def _header(text: str, width: int) -> str:
+    """``text`` wrapped between words to ``width`` (at least its longest word)."""
+    return "\n".join(textwrap.wrap(text, max(width, 1), break_long_words=False, break_on_hyphens=False)) or text
+
+
+def _table(header: list[str], rows: list[list[str]], columns: list[int], keys: int) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for i in columns:
+        widest = max((len(line) for row in rows for line in row[i].splitlines()), default=1)
+        table.add_column(
+            _header(header[i], max(widest, min(len(header[i]), 12))),
+            justify="left" if i < keys else "right",
+            overflow="fold",
+            no_wrap=False,
+        )
+    tall = any("\n" in row[i] for row in rows for i in columns)  # rows of several lines: a gap between them
+    for n, row in enumerate(rows):
+        table.add_row(*(row[i] for i in columns), end_section=tall and n < len(rows) - 1)
+    return table
+
+
+def ranking_first(table: list[list[str]], keys: int) -> list[list[str]]:
+    """The ranking's columns with what ranks the defenses first: the guaranteed drop, then the worst
+    case per student, then the rest (teacher accuracy, owner cost)."""
+    header = table[0]
+
+    def order(i: int) -> int:
+        if i < keys:
+            return 0
+        return 1 if header[i].startswith("guaranteed") else 2 if header[i].startswith("worst case") else 3
+
+    columns = sorted(range(len(header)), key=order)  # stable: the report's order within each group
+    return [[row[i] for i in columns] for row in table]
+
+
+def fitted_tables(title: str, table: list[list[str]], *, keys: int, console: Console) -> list[tuple[str, Table]]:
+    """``table`` (header + rows of text) as one or more titled rich tables no wider than ``console``:
+    the first ``keys`` columns in each, the others packed in order into as few parts as fit."""
+    header = table[0]
+    rows = [[_cell(c) for c in row] for row in table[1:]]
+    width = console.width
+    unbounded = console.options.update(width=10_000)  # a table's measure is capped by the width it gets
+    parts: list[list[int]] = []
+    current: list[int] = []
+    for i in range(keys, len(header)):
+        trial = [*range(keys), *current, i]
+        if current and console.measure(_table(header, rows, trial, keys), options=unbounded).maximum > width:
+            parts.append(current)
+            current = [i]
+        else:
+            current.append(i)
+    if current or not parts:
+        parts.append(current)
+    tables = []
+    for n, part in enumerate(parts, 1):
+        name = title if len(parts) == 1 else f"{title} (part {n} of {len(parts)})"
+        tables.append((name, _table(header, rows, [*range(keys), *part], keys)))
+    return tables
+
+
+def print_terminal_view(board: pd.DataFrame, console: Console, title: str, folder: Path | None = None) -> None:
+    """The ranking, the full matrix and (with ``folder``) where the files are, fitted to ``console``."""
+    ranking = ranking_first(ranking_table(board), RANKING_KEYS)
+    for name, table in fitted_tables(f"{title}: ranking", ranking, keys=RANKING_KEYS, console=console):
+        console.print(name, style="bold", highlight=False, markup=False)
+        console.print(table)
+    console.print(LEGEND, highlight=False)
+    if any(INCOMPLETE_MARK in cell for row in ranking[1:] for cell in row):
+        console.print(
+            f"{INCOMPLETE_MARK} some attack cells for this student did not finish (see the matrix): "
+            "the worst case covers only those that did, so the defense is listed after every complete one.",
+            highlight=False,
+        )
+    console.print(ranking_rule(board), highlight=False, markup=False)
+    said = findings(board)
+    if said:
+        console.print("What the data show: " + " ".join(said), highlight=False, markup=False)
+    console.print()
+    matrix = matrix_table(board)
+    for name, table in fitted_tables(f"{title}: full matrix", matrix, keys=MATRIX_KEYS, console=console):
+        console.print(name, style="bold", highlight=False, markup=False)
+        console.print(table)
+    console.print("Each cell: the student's test accuracy (%) and, below it, its drop (points).", highlight=False)
+    if folder is not None:
+        console.print()
+        console.print(f"Full tables and plots in {folder}/:", highlight=False, markup=False)
+        name_width = max(len(name) for name, _ in FILES)
+        for name, what in FILES:
+            console.print(f"  {name:<{name_width}}  {what}", highlight=False, markup=False)

@@ -1,0 +1,70 @@
+"""What a defense costs its owner beyond top-1 accuracy, measured on the test split.
+
+Legitimate users receive the served probabilities too. A perturbation that keeps every top-1 class
+still changes them: it can make them badly calibrated and move them away from what the network
+believes. Three numbers per teacher:
+
+- ``ece_pct``: expected calibration error (Guo et al., 2017) of the served probabilities, percent;
+- ``kl_nats``: mean KL(clean ‖ served) per input, where "clean" is the network's own softmax
+  (infinite where the served distribution gives probability 0 to a class the network does not,
+  as a top-k teacher does: a user scoring outcomes with it can pay an unbounded log-loss);
+- ``tv_pct``: mean total variation ½‖clean − served‖₁, percent (bounded, so always comparable).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from kdbench.data.images import ImageData
+from kdbench.serving.teacher import Teacher
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
+    """Σ_b |B_b|/n · |accuracy(B_b) − mean confidence(B_b)| over equal-width confidence bins (0, 1].
+
+    Confidence is each row's largest probability; the prediction its argmax. Returned as a
+    fraction in [0, 1].
+    """
+    confidence, predicted = probs.max(dim=1)
+    correct = (predicted == labels).double()
+    # bin b holds confidences in (b/bins, (b+1)/bins]
+    which = (torch.ceil(confidence.double() * bins).long() - 1).clamp(0, bins - 1)
+    count = torch.zeros(bins, dtype=torch.float64, device=probs.device).index_add_(0, which, torch.ones_like(correct))
+    hits = torch.zeros_like(count).index_add_(0, which, correct)
+    confidence_sum = torch.zeros_like(count).index_add_(0, which, confidence.double())
+    return float((hits - confidence_sum).abs().sum() / max(len(labels), 1))
+
+
+def kl_divergence_rows(clean_logits: Tensor, served_logits: Tensor) -> Tensor:
+    """KL(softmax(clean) ‖ softmax(served)) per row, in nats (+inf where served has a zero the clean lacks)."""
+    log_p = F.log_softmax(clean_logits.double(), dim=1)
+    log_q = F.log_softmax(served_logits.double(), dim=1)
+    p = log_p.exp()
+    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
+    return terms.sum(dim=1)
+
+
+def total_variation_rows(clean_logits: Tensor, served_logits: Tensor) -> Tensor:
+    p = F.softmax(clean_logits.double(), dim=1)
+    q = F.softmax(served_logits.double(), dim=1)
+    return 0.5 * (p - q).abs().sum(dim=1)
+
+
+@torch.inference_mode()
+def owner_cost(teacher: Teacher, data: ImageData) -> dict[str, float]:
+    """ECE of the served probabilities, and their KL and total variation from the clean ones."""
+    clean, served, labels = [], [], []
+    for x, y in data.batches(data.test, 1024):
+        clean.append(teacher.model(x).float())
+        served.append(teacher.serve(x).float())
+        labels.append(y)
+    clean_logits, served_logits, truth = torch.cat(clean), torch.cat(served), torch.cat(labels)
+    return {
+        "ece_pct": 100.0 * expected_calibration_error(F.softmax(served_logits, dim=1), truth),
+        "kl_nats": float(kl_divergence_rows(clean_logits, served_logits).mean()),
+        "tv_pct": 100.0 * float(total_variation_rows(clean_logits, served_logits).mean()),
+    }

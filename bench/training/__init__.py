@@ -1,0 +1,1 @@
+"""How every network trains: recipes, the training loop, its losses and derived seeds."""
