@@ -29,12 +29,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
-from kdbench.data.catalogue import DATASETS, load_dataset
-from kdbench.data.images import DatasetConfig, InputFormat, convert_images, index_batches
-from kdbench.errors import ConfigError
-from kdbench.serving.answers import ask_in_chunks
-from kdbench.training.losses import soft_kl
+from kdbench.api import (
+    DATASETS,
+    Access,
+    Attack,
+    AttackContext,
+    DataAccess,
+    DatasetConfig,
+    InputFormat,
+    OptionError,
+    TeacherAPI,
+    ask_in_chunks,
+    convert_images,
+    index_batches,
+    load_dataset,
+    register_attack,
+    soft_kl,
+)
 
 SOURCES = {
     "train": DataAccess.TRAIN_INPUTS,
@@ -57,31 +68,29 @@ class BlackboxConfig:
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
-            raise ConfigError(f"attack.blackbox.source {self.source!r} is unknown; allowed: {', '.join(SOURCES)}")
+            raise OptionError("source", f"{self.source!r} is unknown; allowed: {', '.join(SOURCES)}")
         if self.access not in ACCESS_LEVELS:
-            raise ConfigError(f"attack.blackbox.access {self.access!r} is unknown; allowed: {', '.join(ACCESS_LEVELS)}")
+            raise OptionError("access", f"{self.access!r} is unknown; allowed: {', '.join(ACCESS_LEVELS)}")
         if self.source == "surrogate":
             if not self.surrogate:
-                raise ConfigError(
-                    f"attack.blackbox.source=surrogate needs attack.blackbox.surrogate=<dataset>; "
-                    f"known datasets: {', '.join(DATASETS.names())}"
+                raise OptionError(
+                    "surrogate",
+                    f"must name a dataset with source=surrogate; known datasets: {', '.join(DATASETS.names())}",
                 )
             if self.surrogate not in DATASETS:
-                raise ConfigError(
-                    f"attack.blackbox.surrogate {self.surrogate!r} is not a dataset; "
-                    f"known datasets: {', '.join(DATASETS.names())}"
+                raise OptionError(
+                    "surrogate", f"{self.surrogate!r} is not a dataset; known datasets: {', '.join(DATASETS.names())}"
                 )
         elif self.surrogate is not None or self.surrogate_root is not None:
-            raise ConfigError(
-                f"attack.blackbox.surrogate and surrogate_root are only used with source=surrogate, "
-                f"not source={self.source}"
+            raise OptionError(
+                "surrogate", f"and surrogate_root are only used with source=surrogate, not source={self.source}"
             )
         if not (isinstance(self.budget, int) and self.budget >= 1):
-            raise ConfigError(f"attack.blackbox.budget must be a positive number of queries, got {self.budget}")
+            raise OptionError("budget", f"must be a positive number of queries, got {self.budget}")
         if not self.top_k >= 1:
-            raise ConfigError(f"attack.blackbox.top_k must be at least 1, got {self.top_k}")
+            raise OptionError("top_k", f"must be at least 1, got {self.top_k}")
         if not self.tau > 0:
-            raise ConfigError(f"attack.blackbox.tau must be > 0, got {self.tau}")
+            raise OptionError("tau", f"must be > 0, got {self.tau}")
 
 
 def imitation_loss(student_logits: Tensor, answers: Tensor, access: Access, *, tau: float) -> dict[str, Tensor]:
@@ -106,9 +115,8 @@ class BlackboxKD(Attack):
 
     def check_task(self, num_classes: int, input_shape: tuple[int, int, int]) -> None:
         if self.access is Access.TOP_K and self.cfg.top_k > num_classes:
-            raise ConfigError(
-                f"attack.blackbox.top_k={self.cfg.top_k} exceeds the dataset's {num_classes} classes; "
-                f"allowed: 1 to {num_classes}"
+            raise OptionError(
+                "top_k", f"={self.cfg.top_k} exceeds the dataset's {num_classes} classes; allowed: 1 to {num_classes}"
             )
 
     def query_pool(self, ctx: AttackContext) -> Tensor:

@@ -29,13 +29,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, register_attack
+from kdbench.api import (
+    Access,
+    Attack,
+    AttackContext,
+    ConfigError,
+    DataAccess,
+    OptionError,
+    Teacher,
+    TrainingDiverged,
+    adam,
+    derive_seed,
+    finite_logits,
+    register_attack,
+    soft_kl,
+)
 from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
-from kdbench.errors import ConfigError
-from kdbench.training.loop import TrainingDiverged
-from kdbench.training.losses import finite_logits, soft_kl
-from kdbench.training.recipe import adam
-from kdbench.training.seeds import derive_seed
 
 
 @dataclass
@@ -59,16 +68,16 @@ class DAFLConfig:
         for name in ("epochs", "iters_per_epoch", "batch_size", "latent_dim"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"attack.dafl.{name} must be a positive integer, got {value}")
+                raise OptionError(name, f"must be a positive integer, got {value}")
         if not isinstance(self.generator_width, int) or self.generator_width < 2:
-            raise ConfigError(f"attack.dafl.generator_width must be an integer >= 2, got {self.generator_width}")
+            raise OptionError("generator_width", f"must be an integer >= 2, got {self.generator_width}")
         if not self.generator_lr > 0:
-            raise ConfigError(f"attack.dafl.generator_lr must be > 0, got {self.generator_lr}")
+            raise OptionError("generator_lr", f"must be > 0, got {self.generator_lr}")
         for name in ("w_one_hot", "w_entropy", "w_activation"):
             if not getattr(self, name) >= 0:
-                raise ConfigError(f"attack.dafl.{name} must be >= 0, got {getattr(self, name)}")
+                raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")
         # the student learns from the generated batches: their size is the generator's
-        check_recipe_overrides(self.student_recipe, "attack.dafl.student_recipe", fixed=("epochs", "batch_size"))
+        check_recipe_overrides(self.student_recipe, "student_recipe", fixed=("epochs", "batch_size"))
 
     def generator_options(self) -> dict[str, Any]:
         """The options the generated sequence depends on (not the student's recipe)."""

@@ -28,15 +28,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.api import Access, Attack, AttackContext, DataAccess, Teacher, register_attack
+from kdbench.api import (
+    Access,
+    Attack,
+    AttackContext,
+    ConfigError,
+    DataAccess,
+    OptionError,
+    Teacher,
+    TrainingDiverged,
+    adam,
+    ask_in_chunks,
+    derive_seed,
+    finite_logits,
+    index_batches,
+    random_crop_flip,
+    register_attack,
+    soft_kl,
+)
 from kdbench.attacks.student_recipe import check_recipe_overrides, student_recipe
-from kdbench.data.images import index_batches, random_crop_flip
-from kdbench.errors import ConfigError
-from kdbench.serving.answers import ask_in_chunks
-from kdbench.training.loop import TrainingDiverged
-from kdbench.training.losses import finite_logits, soft_kl
-from kdbench.training.recipe import adam
-from kdbench.training.seeds import derive_seed
 
 # Temperature of the adaptive term's Jensen-Shannon divergence, as in the official CIFAR-10 code.
 COMPETITION_TAU = 3.0
@@ -71,21 +81,18 @@ class DeepInversionConfig:
         for name in ("pool_size", "batch_size", "steps", "kd_epochs", "round_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"attack.deepinversion.{name} must be a positive integer, got {value}")
+                raise OptionError(name, f"must be a positive integer, got {value}")
         if not isinstance(self.jitter, int) or self.jitter < 0:
-            raise ConfigError(f"attack.deepinversion.jitter must be an integer >= 0, got {self.jitter}")
+            raise OptionError("jitter", f"must be an integer >= 0, got {self.jitter}")
         for name in ("lr", "tau"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"attack.deepinversion.{name} must be > 0, got {getattr(self, name)}")
+                raise OptionError(name, f"must be > 0, got {getattr(self, name)}")
         for name in ("w_bn", "w_tv", "w_l2", "w_compete"):
             if not getattr(self, name) >= 0:
-                raise ConfigError(f"attack.deepinversion.{name} must be >= 0, got {getattr(self, name)}")
+                raise OptionError(name, f"must be >= 0, got {getattr(self, name)}")
         if self.competition not in COMPETITION_FORMS:
-            raise ConfigError(
-                f"attack.deepinversion.competition must be one of {', '.join(COMPETITION_FORMS)}, "
-                f"got {self.competition!r}"
-            )
-        check_recipe_overrides(self.student_recipe, "attack.deepinversion.student_recipe")
+            raise OptionError("competition", f"must be one of {', '.join(COMPETITION_FORMS)}, got {self.competition!r}")
+        check_recipe_overrides(self.student_recipe)
 
     def synthesis_options(self) -> dict[str, Any]:
         """The options the pool depends on (when the adaptive term is off)."""

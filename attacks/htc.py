@@ -12,9 +12,16 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
-from kdbench.errors import ConfigError
-from kdbench.serving.answers import Answered
+from kdbench.api import (
+    Access,
+    Answered,
+    Attack,
+    AttackContext,
+    DataAccess,
+    OptionError,
+    TeacherAPI,
+    register_attack,
+)
 
 
 @dataclass
@@ -25,10 +32,10 @@ class HTCConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"attack.htc.alpha must be in [0, 1], got {self.alpha}")
+            raise OptionError("alpha", f"must be in [0, 1], got {self.alpha}")
         for name in ("teacher_tau", "student_tau"):
             if not getattr(self, name) > 0:
-                raise ConfigError(f"attack.htc.{name} must be > 0, got {getattr(self, name)}")
+                raise OptionError(name, f"must be > 0, got {getattr(self, name)}")
 
 
 def htc_loss(

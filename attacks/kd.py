@@ -10,10 +10,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
-from kdbench.errors import ConfigError
-from kdbench.serving.answers import Answered
-from kdbench.training.losses import kd_loss
+from kdbench.api import (
+    Access,
+    Answered,
+    Attack,
+    AttackContext,
+    DataAccess,
+    OptionError,
+    TeacherAPI,
+    kd_loss,
+    register_attack,
+)
 
 
 @dataclass
@@ -23,9 +30,9 @@ class KDConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"attack.kd.alpha must be in [0, 1], got {self.alpha}")
+            raise OptionError("alpha", f"must be in [0, 1], got {self.alpha}")
         if not self.tau > 0:
-            raise ConfigError(f"attack.kd.tau must be > 0, got {self.tau}")
+            raise OptionError("tau", f"must be > 0, got {self.tau}")
 
 
 @register_attack("kd", config=KDConfig)

@@ -28,12 +28,20 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdbench.api import Access, Attack, AttackContext, DataAccess, TeacherAPI, register_attack
-from kdbench.errors import ConfigError
-from kdbench.models import Classifier
-from kdbench.models.intermediate import SelfDistillingModel
-from kdbench.serving.answers import Answered, answered_batches
-from kdbench.training.losses import soft_kl
+from kdbench.api import (
+    Access,
+    Answered,
+    Attack,
+    AttackContext,
+    Classifier,
+    DataAccess,
+    OptionError,
+    SelfDistillingModel,
+    TeacherAPI,
+    answered_batches,
+    register_attack,
+    soft_kl,
+)
 
 # The reference's fixed weights of the self-distillation of out[1] from the final head.
 SELF_KL_WEIGHT = 0.3
@@ -49,13 +57,13 @@ class SkepticalConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"attack.skeptical.alpha must be in [0, 1], got {self.alpha}")
+            raise OptionError("alpha", f"must be in [0, 1], got {self.alpha}")
         if not self.tau > 0:
-            raise ConfigError(f"attack.skeptical.tau must be > 0, got {self.tau}")
+            raise OptionError("tau", f"must be > 0, got {self.tau}")
         if not isinstance(self.loc, int) or self.loc < 1:
-            raise ConfigError(f"attack.skeptical.loc must be an auxiliary head, 1 or more, got {self.loc}")
+            raise OptionError("loc", f"must be an auxiliary head, 1 or more, got {self.loc}")
         if self.kd_delay is not None and (not isinstance(self.kd_delay, int) or self.kd_delay < 0):
-            raise ConfigError(f"attack.skeptical.kd_delay must be a number of epochs >= 0 or null, got {self.kd_delay}")
+            raise OptionError("kd_delay", f"must be a number of epochs >= 0 or null, got {self.kd_delay}")
 
     def delay(self, epochs: int) -> int:
         return round(epochs / 4) if self.kd_delay is None else self.kd_delay

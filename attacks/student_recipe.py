@@ -11,23 +11,24 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from kdbench.errors import ConfigError
-from kdbench.training.recipe import Recipe
+from kdbench.api import ConfigError, OptionError, Recipe
 
 
-def check_recipe_overrides(overrides: dict[str, Any], where: str, *, fixed: tuple[str, ...] = ("epochs",)) -> None:
+def check_recipe_overrides(
+    overrides: dict[str, Any], option: str = "student_recipe", *, fixed: tuple[str, ...] = ("epochs",)
+) -> None:
     """Refuse an unknown recipe field, one the attack's budget ``fixed``, or an invalid value, naming
-    the option (``where``)."""
+    the attack's ``option`` that holds them."""
     allowed = sorted({f.name for f in dataclasses.fields(Recipe)} - set(fixed))
     bad = sorted(set(overrides) - set(allowed))
     if bad:
-        raise ConfigError(f"{where}: unknown or budget-fixed field(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
+        raise OptionError(option, f": unknown or budget-fixed field(s) {', '.join(bad)}; allowed: {', '.join(allowed)}")
     try:
         Recipe(**overrides)
     except ConfigError as err:  # Recipe names its fields "train.<field>"; here they are the attack's
-        raise ConfigError(str(err).replace("train.", f"{where}.")) from None
+        raise OptionError(option, "." + str(err).removeprefix("train.")) from None
     except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from None
+        raise OptionError(option, f": {err}") from None
 
 
 def student_recipe(base: Recipe, *, epochs: int, overrides: dict[str, Any]) -> Recipe:

@@ -5,8 +5,16 @@ at the attack's declared access level, and a fresh student into a trained studen
 with a decorator; its options are a dataclass, which becomes a Hydra config group option
 (``attack=kd attack.kd.tau=8``) and reaches the plugin's constructor as ``cfg``.
 
-The suite's own plugins (:mod:`kdbench.attacks`, :mod:`kdbench.defenses`) and installed packages'
-entry points are imported by :mod:`kdbench.plugins.discovery`, never by this module.
+A plugin imports from this module only (the suite's own do too; a test holds them to it): the
+registries and base classes, the contexts, the teacher's views, the losses and training helpers,
+the data helpers, and the errors. The suite's own plugins (:mod:`kdbench.attacks`,
+:mod:`kdbench.defenses`) and installed packages' entry points are imported by
+:mod:`kdbench.plugins.discovery`, never by this module.
+
+Two optional hooks on an options dataclass are part of the interface (docs/plugins.md): a
+``weight_file()`` method, for options that name a network's weights, returns ``(option, path,
+sha256)`` so that the run checks and records the file; an ``identity()`` method returns what the
+cache keys hold of the options instead of every field (a file's content hash, not its path).
 """
 
 from __future__ import annotations
@@ -21,17 +29,29 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kdbench.data.images import ImageData, InputFormat
-from kdbench.errors import BenchError, ConfigError
+from kdbench.data.catalogue import DATASETS, load_dataset
+from kdbench.data.images import (
+    DatasetConfig,
+    ImageData,
+    InputFormat,
+    convert_images,
+    index_batches,
+    random_crop_flip,
+)
+from kdbench.errors import BenchError, ConfigError, OptionError
 from kdbench.models import Classifier, create_model
+from kdbench.models.intermediate import SelfDistillingModel
 from kdbench.models.weights import TEST_SPLIT_NOTE, TeacherFile, check_weight_file, load_weights
-from kdbench.plugins.fingerprint import code_fingerprint
 from kdbench.plugins.registry import Registry
-from kdbench.serving.teacher import Perturbation, QueryBudgetExceeded, Teacher, TeacherAPI
+from kdbench.serving.answers import Answered, answered_batches, ask_in_chunks
+from kdbench.serving.teacher import Perturbation, QueryBudgetExceeded, Teacher, TeacherAPI, keep_top_k
 from kdbench.serving.threat_model import Access, DataAccess
 from kdbench.store.cache import ArtifactCache, file_digest
-from kdbench.store.keys import config_hash
-from kdbench.training.loop import Trainer
+from kdbench.store.keys import teacher_key
+from kdbench.training.loop import Trainer, TrainingDiverged
+from kdbench.training.losses import finite_logits, kd_loss, soft_kl
+from kdbench.training.recipe import Recipe, adam
+from kdbench.training.seeds import derive_seed
 
 
 @dataclass
@@ -85,8 +105,7 @@ class DefenseContext:
         The key holds the fingerprint of the code that trains it (``train``'s module and the modules
         of its package that it imports), so editing a defense retrains its network.
         """
-        code = code_fingerprint(getattr(train, "__module__", "") or "")
-        key = config_hash({**self.identity, "kind": kind, "options": options, "code": code})
+        key = teacher_key(self.identity, kind, options, getattr(train, "__module__", "") or "")
         if key in self._memo:
             return self._memo[key]
         model, generator = self.new_model(f"teacher/{kind}")
@@ -180,24 +199,44 @@ register_attack = ATTACKS.register
 
 __all__ = [
     "ATTACKS",
+    "DATASETS",
     "DEFENSES",
     "Access",
+    "Answered",
     "Attack",
     "AttackContext",
     "BenchError",
     "Classifier",
     "ConfigError",
     "DataAccess",
+    "DatasetConfig",
     "Defense",
     "DefenseContext",
     "ImageData",
     "InputFormat",
+    "OptionError",
     "Perturbation",
     "Plugin",
     "QueryBudgetExceeded",
+    "Recipe",
+    "SelfDistillingModel",
     "Teacher",
     "TeacherAPI",
     "Trainer",
+    "TrainingDiverged",
+    "adam",
+    "answered_batches",
+    "ask_in_chunks",
+    "check_weight_file",
+    "convert_images",
+    "derive_seed",
+    "finite_logits",
+    "index_batches",
+    "kd_loss",
+    "keep_top_k",
+    "load_dataset",
+    "random_crop_flip",
     "register_attack",
     "register_defense",
+    "soft_kl",
 ]

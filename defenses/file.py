@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdbench.api import Defense, DefenseContext, Teacher, register_defense
-from kdbench.errors import ConfigError
-from kdbench.models.weights import check_weight_file
+from kdbench.api import Defense, DefenseContext, OptionError, Teacher, check_weight_file, register_defense
 
 
 @dataclass
@@ -21,9 +19,9 @@ class FileDefenseConfig:
 
     def __post_init__(self) -> None:
         if self.path is None:
-            raise ConfigError("defense=file needs the network's weights: set defense.file.path=PATH")
+            raise OptionError("path", "is required: the defended network's weights file (defense=file)")
         if not self.resolved.is_file():
-            raise ConfigError(f"defense.file.path={self.resolved}: no such file")
+            raise OptionError("path", f"={self.resolved}: no such file")
 
     @property
     def resolved(self) -> Path:

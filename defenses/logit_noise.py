@@ -19,10 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from kdbench.api import DefenseContext, register_defense
+from kdbench.api import DefenseContext, OptionError, derive_seed, register_defense
 from kdbench.defenses.perturbation import LogitPerturbationDefense, Perturbation, restore_argmax
-from kdbench.errors import ConfigError
-from kdbench.training.seeds import derive_seed
 
 _PRIME = 2_147_483_647  # 2³¹ − 1: products of two residues fit in int64
 _QUANTUM = 1024  # inputs are rounded to 1/1024 before hashing
@@ -34,7 +32,7 @@ class LogitNoiseConfig:
 
     def __post_init__(self) -> None:
         if not self.scale >= 0:
-            raise ConfigError(f"defense.logit_noise.scale must be >= 0, got {self.scale}")
+            raise OptionError("scale", f"must be >= 0, got {self.scale}")
 
 
 def keyed_uniform(x: Tensor, columns: int, seed: int) -> Tensor:

@@ -11,12 +11,17 @@ from dataclasses import asdict, dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.api import Defense, DefenseContext, Teacher, register_defense
+from kdbench.api import (
+    Answered,
+    Classifier,
+    Defense,
+    DefenseContext,
+    OptionError,
+    Teacher,
+    register_defense,
+    soft_kl,
+)
 from kdbench.defenses.normal import normal_network
-from kdbench.errors import ConfigError
-from kdbench.models import Classifier
-from kdbench.serving.answers import Answered
-from kdbench.training.losses import soft_kl
 
 
 @dataclass
@@ -26,9 +31,9 @@ class NastyConfig:
 
     def __post_init__(self) -> None:
         if not self.tau > 0:
-            raise ConfigError(f"defense.nasty.tau must be > 0, got {self.tau}")
+            raise OptionError("tau", f"must be > 0, got {self.tau}")
         if not self.omega >= 0:
-            raise ConfigError(f"defense.nasty.omega must be >= 0, got {self.omega}")
+            raise OptionError("omega", f"must be >= 0, got {self.omega}")
 
 
 def nasty_loss(

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdbench.api import Defense, DefenseContext, Teacher, register_defense
-from kdbench.models import Classifier
+from kdbench.api import Classifier, Defense, DefenseContext, Teacher, register_defense
 
 
 @dataclass

@@ -23,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdbench.api import DefenseContext, register_defense
+from kdbench.api import DefenseContext, OptionError, register_defense
 from kdbench.defenses.perturbation import LogitPerturbationDefense, Perturbation, restore_argmax
-from kdbench.errors import ConfigError
 
 
 @dataclass
@@ -35,9 +34,9 @@ class ReverseSigmoidConfig:
 
     def __post_init__(self) -> None:
         if not self.beta > 0:
-            raise ConfigError(f"defense.reverse_sigmoid.beta must be > 0, got {self.beta}")
+            raise OptionError("beta", f"must be > 0, got {self.beta}")
         if not self.gamma > 0:
-            raise ConfigError(f"defense.reverse_sigmoid.gamma must be > 0, got {self.gamma}")
+            raise OptionError("gamma", f"must be > 0, got {self.gamma}")
 
 
 # ART's clipping of the probabilities before their log-odds (art/defences/postprocessor/reverse_sigmoid.py):

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kdbench.api import DefenseContext, register_defense
+from kdbench.api import DefenseContext, OptionError, keep_top_k, register_defense
 from kdbench.defenses.perturbation import LogitPerturbationDefense, Perturbation
-from kdbench.errors import ConfigError
-from kdbench.serving.teacher import keep_top_k
 
 
 @dataclass
@@ -27,9 +25,9 @@ class TopKConfig:
 
     def __post_init__(self) -> None:
         if self.k is not None and not self.k >= 1:
-            raise ConfigError(f"defense.topk.k must be a positive number of classes, got {self.k}")
+            raise OptionError("k", f"must be a positive number of classes, got {self.k}")
         if not 0.0 < self.ratio <= 1.0:
-            raise ConfigError(f"defense.topk.ratio must be in (0, 1], got {self.ratio}")
+            raise OptionError("ratio", f"must be in (0, 1], got {self.ratio}")
 
     def kept(self, classes: int) -> int:
         """How many classes are served for a dataset of ``classes`` classes."""
@@ -40,13 +38,13 @@ class TopKConfig:
 class TopKDefense(LogitPerturbationDefense):
     def check_task(self, num_classes: int, input_shape: tuple[int, int, int]) -> None:
         if self.cfg.kept(num_classes) > num_classes:
-            raise ConfigError(
-                f"defense.topk.k={self.cfg.k} exceeds the dataset's {num_classes} classes; allowed: 1 to {num_classes}"
+            raise OptionError(
+                "k", f"={self.cfg.k} exceeds the dataset's {num_classes} classes; allowed: 1 to {num_classes}"
             )
 
     def perturbation(self, ctx: DefenseContext) -> Perturbation:
         classes = ctx.data.num_classes
         k = self.cfg.kept(classes)
         if k > classes:
-            raise ConfigError(f"defense.topk.k={k} exceeds the {classes} classes of dataset {ctx.data.name!r}")
+            raise OptionError("k", f"={k} exceeds the {classes} classes of dataset {ctx.data.name!r}")
         return lambda clean, x: keep_top_k(clean, k)

@@ -214,17 +214,17 @@ def test_every_access_level_trains_a_student(teacher, data, access, k):
 @pytest.mark.parametrize(
     "options,message",
     [
-        ({"source": "web"}, r"attack.blackbox.source 'web' is unknown; allowed: train, heldout, surrogate, noise"),
-        ({"access": "white_box"}, r"attack.blackbox.access 'white_box' is unknown; allowed: logits, probabilities"),
-        ({"source": "surrogate"}, r"source=surrogate needs attack.blackbox.surrogate=<dataset>; known datasets:"),
+        ({"source": "web"}, r"^source 'web' is unknown; allowed: train, heldout, surrogate, noise"),
+        ({"access": "white_box"}, r"^access 'white_box' is unknown; allowed: logits, probabilities"),
+        ({"source": "surrogate"}, r"^surrogate must name a dataset with source=surrogate; known datasets:"),
         (
             {"source": "surrogate", "surrogate": "mnist"},
             r"surrogate 'mnist' is not a dataset; known datasets: .*digits",
         ),
         ({"surrogate": "digits"}, r"only used with source=surrogate, not source=train"),
-        ({"budget": 0}, r"attack.blackbox.budget must be a positive number of queries, got 0"),
-        ({"top_k": 0}, r"attack.blackbox.top_k must be at least 1, got 0"),
-        ({"tau": 0.0}, r"attack.blackbox.tau must be > 0, got 0.0"),
+        ({"budget": 0}, r"^budget must be a positive number of queries, got 0"),
+        ({"top_k": 0}, r"^top_k must be at least 1, got 0"),
+        ({"tau": 0.0}, r"^tau must be > 0, got 0.0"),
     ],
 )
 def test_bad_options_are_one_clear_error(options, message):

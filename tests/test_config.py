@@ -5,6 +5,7 @@ import pytest
 from kdbench.config.compose import compose_config
 from kdbench.config.plan import plan_from_config
 from kdbench.errors import ConfigError
+from kdbench.store.keys import cell_spec, network_identity
 
 
 def plan(*overrides: str):
@@ -203,9 +204,9 @@ def test_editing_an_architecture_changes_every_key_that_uses_it():
     try:
         register(8)
         p = plan("student=probe_mlp", "teacher=probe_mlp", "attack=kd")
-        before = (p.cell_key(p.cells[0]), p.network_identity("probe_mlp", 0))
+        before = (cell_spec(p, p.cells[0]), network_identity(p, "probe_mlp", 0))
         register(16)
-        after = (p.cell_key(p.cells[0]), p.network_identity("probe_mlp", 0))
+        after = (cell_spec(p, p.cells[0]), network_identity(p, "probe_mlp", 0))
         assert before[0] != after[0] and before[1] != after[1]
     finally:
         MODELS.unregister("probe_mlp")
@@ -240,7 +241,7 @@ def test_the_digits_matrix_has_kd_at_tau_4_and_at_tau_20():
     assert (p.attacks["kd"].tau, p.attacks["kd_t20"].tau) == (4.0, 20.0)
     assert p.attack_plugin("kd_t20") == "kd" and p.attack_plugin("kd") == "kd"
     assert [c.attack for c in p.cells] == ["kd", "kd_t20"]
-    keys = [p.cell_key(c)["attack"] for c in p.cells]
+    keys = [cell_spec(p, c)["attack"] for c in p.cells]
     assert keys[0] == {"kd": {"alpha": 0.9, "tau": 4.0}}
     assert keys[1] == {"kd_t20": {"base": "kd", "alpha": 0.9, "tau": 20.0}}
 
@@ -259,7 +260,7 @@ def test_a_variant_joins_only_with_its_base():
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("attack_variants.kd_t20.tau=-1", r"attack\.kd\.tau must be > 0, got -1"),
+        ("attack_variants.kd_t20.tau=-1", r"^attack_variants\.kd_t20\.tau must be > 0, got -1"),
         ("+attack_variants.kd_t20.beta=1", r"attack_variants\.kd_t20: unknown option\(s\) beta; allowed: alpha, tau"),
         ("+attack_variants.htc={base: kd}", r"'htc' is already a registered attack"),
         ("+attack_variants.x={base: nope}", r"unknown attack 'nope'"),
@@ -277,3 +278,12 @@ def test_bench_list_shows_the_variants(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "attack variants" in out and "kd_t20" in out and "tau=20.0" in out
+
+
+def test_an_option_error_names_the_column_it_was_given_under():
+    """A plugin names only its field; the framework prefixes where it was set (a variant: its own entry)."""
+    with pytest.raises(ConfigError, match=r"^attack\.kd\.tau must be > 0, got -1"):
+        plan_from_config(compose_config(["preset=tiny", "attack=kd", "attack.kd.tau=-1"]))
+    variant = "+attack_variants.kd_hot={base: kd, tau: -2}"
+    with pytest.raises(ConfigError, match=r"^attack_variants\.kd_hot\.tau must be > 0, got -2"):
+        plan_from_config(compose_config(["preset=tiny", "attack=kd", variant]))

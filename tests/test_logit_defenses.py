@@ -216,10 +216,10 @@ def test_logit_noise_has_the_configured_strength():
 @pytest.mark.parametrize(
     "make,message",
     [
-        (lambda: LogitNoiseConfig(scale=-1.0), r"defense.logit_noise.scale must be >= 0, got -1.0"),
-        (lambda: TopKConfig(k=0), r"defense.topk.k must be a positive number of classes, got 0"),
-        (lambda: ReverseSigmoidConfig(beta=0.0), r"defense.reverse_sigmoid.beta must be > 0, got 0.0"),
-        (lambda: ReverseSigmoidConfig(gamma=-1.0), r"defense.reverse_sigmoid.gamma must be > 0, got -1.0"),
+        (lambda: LogitNoiseConfig(scale=-1.0), r"^scale must be >= 0, got -1.0"),
+        (lambda: TopKConfig(k=0), r"^k must be a positive number of classes, got 0"),
+        (lambda: ReverseSigmoidConfig(beta=0.0), r"^beta must be > 0, got 0.0"),
+        (lambda: ReverseSigmoidConfig(gamma=-1.0), r"^gamma must be > 0, got -1.0"),
     ],
 )
 def test_bad_options_are_one_clear_error(make, message):

@@ -176,7 +176,7 @@ def test_the_wheel_installs_only_the_kdbench_namespace(tmp_path):
     outside.mkdir()
     result = _python(
         "import importlib.util, kdbench, kdbench.api, kdbench.attacks.kd\n"
-        "from kdbench.config.plan import compose_config\n"
+        "from kdbench.config.compose import compose_config\n"
         "compose_config([])\n"
         "print(kdbench.__file__)\n"
         "print([n for n in ('bench', 'attacks', 'defenses') if importlib.util.find_spec(n) is not None])",
@@ -187,3 +187,61 @@ def test_the_wheel_installs_only_the_kdbench_namespace(tmp_path):
     where, leaked = result.stdout.strip().splitlines()
     assert str(venv) in where  # the wheel's copy, not the editable checkout
     assert leaked == "[]"
+
+
+def engine_imports(path: Path) -> set[str]:
+    """The ``kdbench.*`` modules (and names) ``path`` imports anywhere, as written."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] == "kdbench"}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "kdbench" and not node.level:
+            found.add(node.module or "kdbench")
+    return found
+
+
+def boundary_violations(path: Path, own_package: str) -> list[str]:
+    """What ``path``, a plugin module of ``own_package``, imports from the engine besides ``kdbench.api``."""
+    allowed = ("kdbench.api", own_package)
+    return sorted(m for m in engine_imports(path) if not any(m == a or m.startswith(a + ".") for a in allowed))
+
+
+PLUGIN_FOLDERS = {
+    "kdbench.attacks": ROOT / "attacks",
+    "kdbench.defenses": ROOT / "defenses",
+    # the third-party example plugin of docs/plugins.md: its package may import only the API
+    "kdbench_example_plugin": ROOT / "tests" / "example_plugin" / "kdbench_example_plugin",
+}
+
+
+@pytest.mark.parametrize("package", sorted(PLUGIN_FOLDERS))
+def test_plugins_import_nothing_from_the_engine_but_the_api(package):
+    files = sorted(PLUGIN_FOLDERS[package].rglob("*.py"))
+    assert files
+    violations = {str(f.relative_to(ROOT)): v for f in files if (v := boundary_violations(f, package))}
+    assert violations == {}, f"plugins may import only kdbench.api (and their own package): {violations}"
+
+
+def test_the_boundary_check_sees_every_kind_of_engine_import(tmp_path):
+    plugin = tmp_path / "p.py"
+    plugin.write_text(
+        "import kdbench.store.cache\n"
+        "from kdbench.api import Attack\n"
+        "from kdbench.attacks.student_recipe import student_recipe\n"
+        "def f():\n"
+        "    from kdbench.training.losses import soft_kl\n"
+        "    from kdbench import errors\n"
+    )
+    assert boundary_violations(plugin, "kdbench.attacks") == [
+        "kdbench",
+        "kdbench.store.cache",
+        "kdbench.training.losses",
+    ]
+
+
+def test_the_engine_folder_reads_as_its_architecture():
+    """bench/ holds a few entry modules; the rest lives in subpackages named by concern."""
+    top = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
+    assert len(top) <= 12, top
+    packages = {p.name for p in (ROOT / "bench").iterdir() if (p / "__init__.py").exists()}
+    assert {"plugins", "config", "data", "models", "training", "serving", "store", "matrix", "report"} <= packages

@@ -21,6 +21,7 @@ from kdbench.errors import ConfigError
 from kdbench.matrix.run import check_runnable
 from kdbench.models import create_model
 from kdbench.models.weights import load_weights
+from kdbench.store.keys import cell_spec
 
 BENCH = str(Path(sys.executable).with_name("bench"))
 
@@ -399,15 +400,15 @@ def test_the_files_content_is_part_of_every_key(owner, tmp_path):
     folder, _, _ = owner
     a, b = (plan_of(*OWNED, f"teacher_weights={folder / n}") for n in ("a.pt", "b.pt"))
     cell = a.cells[0]
-    assert a.cell_key(cell) != b.cell_key(cell)
-    assert a.cell_key(cell)["teacher_weights"] == sha256(folder / "a.pt")
+    assert cell_spec(a, cell) != cell_spec(b, cell)
+    assert cell_spec(a, cell)["teacher_weights"] == sha256(folder / "a.pt")
     d1, d2 = (plan_of(*OWNED[:4], "defense=file", f"defense.file.path={folder / n}") for n in ("a.pt", "b.pt"))
-    assert d1.cell_key(d1.cells[0])["defense"]["file"]["sha256"] == sha256(folder / "a.pt")
-    assert d1.cell_key(d1.cells[0]) != d2.cell_key(d2.cells[0])
+    assert cell_spec(d1, d1.cells[0])["defense"]["file"]["sha256"] == sha256(folder / "a.pt")
+    assert cell_spec(d1, d1.cells[0]) != cell_spec(d2, d2.cells[0])
 
 
 def test_defense_file_needs_a_path_that_exists(tmp_path):
-    with pytest.raises(ConfigError, match=r"defense=file needs the network's weights: set defense.file.path"):
+    with pytest.raises(ConfigError, match=r"defense\.file\.path is required: the defended network's weights file"):
         plan_of("defense=file")
     with pytest.raises(ConfigError, match=r"defense.file.path=.*gone\.pt: no such file"):
         plan_of("defense=file", f"defense.file.path={tmp_path / 'gone.pt'}")

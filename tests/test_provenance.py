@@ -105,14 +105,12 @@ def test_editing_a_plugin_recomputes_exactly_its_cells(tmp_path, probe_plugin):
 
 def test_editing_a_defense_retrains_its_network(tmp_path, monkeypatch):
     """The key of a cached teacher holds the fingerprint of the module that trains it."""
-    from kdbench import api
-    from kdbench.config import plan as config
-    from kdbench.matrix import runner
+    from kdbench.store import keys
 
     plan = tiny_plan(tmp_path, "defense=nasty")
     run_matrix(plan, Progress(quiet=True))
     before = {p.name for p in plan.cache_dir.glob("*.pt")}
-    real = api.code_fingerprint
+    real = keys.code_fingerprint
 
     def edited(module: str):
         out = dict(real(module))
@@ -120,8 +118,8 @@ def test_editing_a_defense_retrains_its_network(tmp_path, monkeypatch):
             out["source"] = "edited"
         return out
 
-    for module in (api, config, runner):  # what an edit of defenses/nasty.py changes everywhere
-        monkeypatch.setattr(module, "code_fingerprint", edited)
+    # every key is built in kdbench.store.keys: patching its fingerprint is what an edit changes
+    monkeypatch.setattr(keys, "code_fingerprint", edited)
     run_matrix(replace(tiny_plan(tmp_path, "defense=nasty"), rerun=False), Progress(quiet=True))
     new = {p.name for p in plan.cache_dir.glob("*.pt")} - before
     assert len(new) == 1  # the nasty teacher, retrained; the normal adversary and the baseline reused

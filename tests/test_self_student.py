@@ -7,6 +7,7 @@ import pandas as pd
 from kdbench.cli import main
 from kdbench.config.compose import compose_config
 from kdbench.config.plan import plan_from_config
+from kdbench.store.keys import cell_spec
 
 
 def plan(*overrides: str):
@@ -24,7 +25,7 @@ def test_self_resolves_to_each_teachers_architecture_and_names_it():
 def test_a_self_cell_has_the_key_of_the_teachers_architecture_named_outright():
     p = plan("student=[mlp,digits_cnn,self]", "defense=normal")
     mlp, named, own = p.cells
-    assert p.cell_key(own) == p.cell_key(named) != p.cell_key(mlp)
+    assert cell_spec(p, own) == cell_spec(p, named) != cell_spec(p, mlp)
 
 
 def test_self_is_measured_once_and_recorded_under_both_names(tmp_path, capsys):

@@ -6,6 +6,7 @@ from kdbench.cli import main
 from kdbench.config.compose import compose_config
 from kdbench.config.plan import plan_from_config
 from kdbench.errors import ConfigError
+from kdbench.store.keys import cell_spec, network_identity
 
 
 def plan(*overrides: str):
@@ -21,9 +22,9 @@ def test_an_architecture_takes_its_own_fields_and_the_rest_of_train():
 
 def test_it_changes_the_keys_of_that_architecture_only():
     before, after = plan(), plan("+train_by_model.mlp.lr=0.003")
-    assert before.network_identity("digits_cnn", 0) == after.network_identity("digits_cnn", 0)
-    assert before.network_identity("mlp", 0) != after.network_identity("mlp", 0)
-    assert before.cell_key(before.cells[0]) != after.cell_key(after.cells[0])  # the cells train an mlp student
+    assert network_identity(before, "digits_cnn", 0) == network_identity(after, "digits_cnn", 0)
+    assert network_identity(before, "mlp", 0) != network_identity(after, "mlp", 0)
+    assert cell_spec(before, before.cells[0]) != cell_spec(after, after.cells[0])  # the cells train an mlp student
 
 
 @pytest.mark.parametrize(

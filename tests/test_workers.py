@@ -23,6 +23,7 @@ from kdbench.config.plan import Cell
 from kdbench.errors import ConfigError
 from kdbench.faults import FAULT_ENV
 from kdbench.matrix.workers import Network, build_order
+from kdbench.store.keys import cell_spec, network_identity
 
 # the thread count each of two workers gets on this machine, pinned so that workers=1 trains alike
 THREADS = f"threads={max(1, available_cores() // 2)}"
@@ -59,22 +60,22 @@ def test_two_workers_write_the_records_of_one_process(tmp_path, in_one_process):
 
 
 def test_the_thread_count_is_part_of_every_cpu_key_and_follows_the_workers_by_default(monkeypatch):
-    import kdbench.config.plan
+    import kdbench.config.devices
     from kdbench.config.compose import compose_config
     from kdbench.config.plan import plan_from_config
 
     def plan(*overrides):
         return plan_from_config(compose_config(["preset=tiny", "device=cpu", *overrides]))
 
-    monkeypatch.setattr(kdbench.config.plan, "available_cores", lambda: 4)
+    monkeypatch.setattr(kdbench.config.devices, "available_cores", lambda: 4)
     one, two = plan("workers=1"), plan("workers=2")
     assert (one.threads, two.threads, plan("workers=8").threads) == (4, 2, 1)
     cell = one.cells[0]
     # another thread count trains other bits: nothing trained with one is reused under the other
-    assert one.cell_key(cell) != two.cell_key(cell)
-    assert one.network_identity("mlp", 0) != two.network_identity("mlp", 0)
+    assert cell_spec(one, cell) != cell_spec(two, cell)
+    assert network_identity(one, "mlp", 0) != network_identity(two, "mlp", 0)
     # pinned, the worker count no longer matters
-    assert plan("workers=1", "threads=2").cell_key(cell) == plan("workers=2", "threads=2").cell_key(cell)
+    assert cell_spec(plan("workers=1", "threads=2"), cell) == cell_spec(plan("workers=2", "threads=2"), cell)
     with pytest.raises(ConfigError, match=r"threads must be a positive integer or auto, got 0"):
         plan("threads=0")
 

@@ -13,7 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 from kdbench.api import ATTACKS
 from kdbench.config.compose import hydra_message
 from kdbench.config.typecheck import check_types
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, options_of
 from kdbench.models import check_model_name
 from kdbench.plugins.registry import Entry, Registry
 from kdbench.training.recipe import Recipe
@@ -47,13 +47,6 @@ def attack_variants_of(attacks: dict[str, Any], node: DictConfig | None) -> dict
     return bases
 
 
-def options_identity(options: Any) -> dict[str, Any]:
-    """A plugin's options as its keys hold them: ``identity()`` where the options name a file (its
-    content hash then counts, not only its path), else every field."""
-    identity = getattr(options, "identity", None)
-    return identity() if callable(identity) else asdict(options)
-
-
 def as_dataclass(cls: type, node: Any, where: str) -> Any:
     """Build ``cls`` from a config node, turning type and range errors into one clear line."""
     try:
@@ -66,7 +59,8 @@ def as_dataclass(cls: type, node: Any, where: str) -> Any:
         raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
     check_types(cls, values, where)
     try:
-        return cls(**values)
+        with options_of(where):
+            return cls(**values)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from None
 

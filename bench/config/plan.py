@@ -9,29 +9,27 @@ from __future__ import annotations
 import itertools
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from kdbench.api import ATTACKS, DEFENSES, DataAccess
+from kdbench.api import ATTACKS, DEFENSES, Attack, DataAccess, Defense
 from kdbench.config.devices import resolve_device, resolve_threads, resolve_workers
 from kdbench.config.options import (
     as_dataclass,
     attack_variants_of,
-    options_identity,
     recipes_by_model,
     selected_plugins,
 )
 from kdbench.data.catalogue import DATASETS
 from kdbench.data.images import DatasetConfig
-from kdbench.errors import ConfigError
-from kdbench.models import architecture_fingerprint, check_model_name, probe_model
+from kdbench.errors import ConfigError, options_of
+from kdbench.models import check_model_name, probe_model
 from kdbench.models.weights import TeacherFile, check_weight_file
-from kdbench.plugins.fingerprint import code_fingerprint
-from kdbench.plugins.registry import build
+from kdbench.plugins.registry import Registry, build
 from kdbench.report.paper import check_paper_table
 from kdbench.store.records import cell_name
 from kdbench.training.recipe import Acceleration, Recipe, resolve_acceleration
@@ -88,6 +86,9 @@ class RunPlan:
     teacher_file: TeacherFile | None = None
     attack_bases: dict[str, str] = field(default_factory=dict)  # variant column → the plugin it runs
     heartbeat_s: float = 30.0  # without a terminal, a progress line this often
+    # the plugins, built once per run from ``defenses`` and ``attacks`` (a variant: its base's class)
+    defense_plugins: dict[str, Defense] = field(default_factory=dict)
+    attack_plugins: dict[str, Attack] = field(default_factory=dict)
 
     def attack_plugin(self, name: str) -> str:
         """The registered attack that column ``name`` runs (itself, or a variant's base)."""
@@ -110,62 +111,36 @@ class RunPlan:
     def dataset_dir(self) -> Path:
         return self.results_dir / self.dataset.name
 
-    def network_identity(self, arch: str, seed: int) -> dict[str, Any]:
-        """What determines any network of architecture ``arch`` this run trains at ``seed``.
+    def attack(self, name: str) -> Attack:
+        """Attack column ``name``'s plugin, built once with its options when the run was planned."""
+        return self.attack_plugins[name]
 
-        The common part of every cache key: a teacher's adds its defense, a baseline's its kind.
-        """
-        return {
-            "dataset": asdict(self.dataset),
-            "arch": arch,
-            "arch_fingerprint": architecture_fingerprint(arch),
-            "bf16": self.acceleration.bf16,
-            "recipe": asdict(self.recipe_for(arch)),
-            "seed": seed,
-            # CPU reductions are split per thread, so the same seed gives other bits with other threads
-            **({"threads": self.threads} if self.device.type == "cpu" else {}),
-        }
-
-    def teacher_identity(self, arch: str, seed: int) -> dict[str, Any]:
-        """The common part of a teacher's key: with teacher_weights, the file's sha256 too, so every
-        network and cell built from another file is computed anew."""
-        identity = self.network_identity(arch, seed)
-        if self.teacher_file is not None:
-            identity["teacher_weights"] = self.teacher_file.sha256
-        return identity
-
-    def cell_key(self, cell: Cell) -> dict[str, Any]:
-        return {
-            **self.teacher_identity(cell.teacher, cell.seed),
-            "defense": {cell.defense: options_identity(self.defenses[cell.defense])},
-            "attack": {cell.attack: self._attack_identity(cell.attack)},
-            # the plugins' package, version and source hash: editing a plugin recomputes its cells
-            "defense_code": code_fingerprint(DEFENSES.get(cell.defense).source),
-            "attack_code": code_fingerprint(ATTACKS.get(self.attack_plugin(cell.attack)).source),
-            # the architecture, not the name: a "self" cell is the same computation as its twin
-            "student": cell.student_arch,
-            "student_arch": architecture_fingerprint(cell.student_arch),
-            "student_recipe": asdict(self.recipe_for(cell.student_arch)),
-        }
-
-    def _attack_identity(self, name: str) -> dict[str, Any]:
-        options = asdict(self.attacks[name])
-        return {"base": self.attack_bases[name], **options} if name in self.attack_bases else options
+    def defense(self, name: str) -> Defense:
+        """Defense ``name``'s plugin, built once with its options when the run was planned."""
+        return self.defense_plugins[name]
 
 
-def _check_attacks(attacks: dict[str, Any], teachers: list[str], dataset: DatasetConfig, bases: dict[str, str]) -> None:
-    """Build each chosen attack once with its options and refuse, before anything trains, one that
-    cannot work here: on a chosen teacher (DeepInversion needs BatchNorm), or on a held-out split
-    the dataset does not set aside."""
-    for name, options in attacks.items():
-        attack = build(ATTACKS.get(bases.get(name, name)), options)
+def _built(registry: Registry, group: str, selected: dict[str, Any], bases: dict[str, str]) -> dict[str, Any]:
+    """Each selected plugin built once with its options (a variant column: its base's plugin)."""
+    built = {}
+    for name, options in selected.items():
+        with options_of(f"{group}.{name}"):
+            built[name] = build(registry.get(bases.get(name, name)), options)
+    return built
+
+
+def _check_attacks(attacks: dict[str, Attack], teachers: list[str], dataset: DatasetConfig) -> None:
+    """Refuse, before anything trains, an attack that cannot work here: on a chosen teacher
+    (DeepInversion needs BatchNorm), or on a held-out split the dataset does not set aside."""
+    for name, attack in attacks.items():
         if attack.data_access is DataAccess.HELDOUT_INPUTS and not dataset.heldout_fraction > 0:
             raise ConfigError(
                 f"attack {name!r} queries a held-out split, but dataset {dataset.name!r} sets none aside: "
                 f"set dataset.heldout_fraction (e.g. 0.2)"
             )
         for arch in teachers:
-            attack.check_teacher(arch, probe_model(arch))
+            with options_of(f"attack.{name}"):
+                attack.check_teacher(arch, probe_model(arch))
 
 
 def _as_list(value: Any) -> list[str]:
@@ -226,7 +201,8 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     device = resolve_device(str(cfg.device))
     attacks = selected_plugins(ATTACKS, "attack", cfg.get("attack"))
     attack_bases = attack_variants_of(attacks, cfg.get("attack_variants"))
-    _check_attacks(attacks, teachers, dataset, attack_bases)
+    attack_plugins = _built(ATTACKS, "attack", attacks, attack_bases)
+    _check_attacks(attack_plugins, teachers, dataset)
     teacher_file = _teacher_file(cfg, teachers)
     defenses = selected_plugins(DEFENSES, "defense", cfg.get("defense"))
     from_files = [name for name, options in defenses.items() if callable(getattr(options, "weight_file", None))]
@@ -259,6 +235,8 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         attack_bases=attack_bases,
         heartbeat_s=_heartbeat(cfg.get("heartbeat_s", 30)),
         teacher_file=teacher_file,
+        defense_plugins=_built(DEFENSES, "defense", defenses, {}),
+        attack_plugins=attack_plugins,
     )
 
 

@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
-from kdbench.config.compose import compose_config, store_plugin_configs
+from kdbench.config.compose import CONFIG_MODULE, compose_config, store_plugin_configs
 from kdbench.config.plan import RunPlan, plan_from_config
 from kdbench.plugins.discovery import load_plugins
 
@@ -79,13 +79,13 @@ class LeaderboardCallback(Callback):
 
 def launch(overrides: list[str]) -> RunPlan:
     """Validate, then run the matrix as a Hydra multirun; returns the plan that was swept."""
-    from kdbench.matrix.run import check_runnable, settings_of
+    from kdbench.matrix.run import check_runnable, command_line, settings_of
     from kdbench.report.files import save_settings
 
     plan = plan_from_config(compose_config(overrides))
     check_runnable(plan)
     settings = settings_of(plan)
-    settings["command"] = " ".join(["bench", "run", "all", "-m", *overrides])
+    settings["command"] = command_line(overrides, multirun=True)
     save_settings(plan.dataset_dir, settings)
     store_plugin_configs()
     ConfigStore.instance().store(
@@ -94,7 +94,7 @@ def launch(overrides: list[str]) -> RunPlan:
         node={"leaderboard": {"_target_": "kdbench.matrix.multirun.LeaderboardCallback"}},
         package="hydra.callbacks",
     )
-    app = hydra.main(config_path="conf", config_name="config", version_base=None)(run_cell_job)
+    app = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base=None)(run_cell_job)
     argv = sys.argv
     sys.argv = ["bench", "--multirun", "hydra/callbacks=multirun_callbacks", *sweep_overrides(plan, overrides)]
     try:

@@ -16,15 +16,14 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from kdbench.api import ATTACKS, DEFENSES, DefenseContext
+from kdbench.api import DefenseContext
 from kdbench.config.plan import RunPlan
 from kdbench.data.catalogue import load_dataset
 from kdbench.data.images import NORMALIZE_HELP, ImageData
-from kdbench.errors import BenchError, ConfigError
+from kdbench.errors import BenchError, ConfigError, options_of
 from kdbench.matrix.pending import measured_records, pending_cells
 from kdbench.matrix.runner import Runner
 from kdbench.matrix.workers import run_in_workers
-from kdbench.plugins.registry import build
 from kdbench.progress import Progress
 from kdbench.store.atomic import remove_stale_temporaries
 from kdbench.store.cache import ArtifactCache
@@ -51,10 +50,12 @@ def check_runnable(plan: RunPlan) -> ImageData:
 
 def check_task(plan: RunPlan, num_classes: int, input_shape: tuple[int, int, int]) -> None:
     """Each chosen defense's and attack's :meth:`~kdbench.api.Plugin.check_task` on the dataset's shape."""
-    for name, options in plan.defenses.items():
-        build(DEFENSES.get(name), options).check_task(num_classes, input_shape)
-    for name, options in plan.attacks.items():
-        build(ATTACKS.get(plan.attack_plugin(name)), options).check_task(num_classes, input_shape)
+    for name in plan.defenses:
+        with options_of(f"defense.{name}"):
+            plan.defense(name).check_task(num_classes, input_shape)
+    for name in plan.attacks:
+        with options_of(f"attack.{name}"):
+            plan.attack(name).check_task(num_classes, input_shape)
 
 
 def check_creatable(folder: Path, what: str, key: str) -> None:
@@ -119,7 +120,7 @@ def run_command(overrides: list[str], console: Console) -> tuple[RunPlan, list[R
     from kdbench.report.reference import compare_with_reference
     from kdbench.report.terminal import print_terminal_view
 
-    command = " ".join(["bench", "run", "all", *map(shlex.quote, overrides)])
+    command = command_line(overrides)
     plan = replace(plan_from_config(compose_config(overrides)), command=command)
     data = check_runnable(plan)
     progress = Progress(console, quiet=plan.quiet, heartbeat_s=plan.heartbeat_s)
@@ -140,6 +141,11 @@ def run_command(overrides: list[str], console: Console) -> tuple[RunPlan, list[R
     return plan, done
 
 
+def command_line(overrides: list[str], *, multirun: bool = False) -> str:
+    """The ``bench`` command that asks for this run, quoted for a shell (kept in records and tables)."""
+    return shlex.join(["bench", "run", "all", *(["-m"] if multirun else []), *overrides])
+
+
 def run_matrix(plan: RunPlan, progress: Progress, data: ImageData | None = None) -> list[Record]:
     """Compute every cell of ``plan`` that has no final record for its configuration; returns the
     records written (cells already done are skipped). ``data``: the plan's dataset, when the caller
@@ -156,7 +162,7 @@ def run_matrix(plan: RunPlan, progress: Progress, data: ImageData | None = None)
         return []
     progress.log(f"{len(todo)} of {len(plan.cells)} cells to compute; records go to {plan.dataset_dir}/records/")
     measured = measured_records(plan, store)
-    if plan.workers > 1 and len({key for _, key in todo if key not in measured}) > 1:
+    if plan.workers > 1 and len({key.digest for _, key in todo if key.digest not in measured}) > 1:
         return run_in_workers(plan, progress, todo, measured, data)
     previous = torch.get_num_threads()
     torch.set_num_threads(plan.threads)  # the threads the cache keys hold, as in a worker

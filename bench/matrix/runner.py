@@ -17,21 +17,20 @@ from typing import Any, NamedTuple
 
 import torch
 
-from kdbench.api import ATTACKS, DEFENSES, AttackContext, DataAccess, DefenseContext
+from kdbench.api import AttackContext, DataAccess, DefenseContext
 from kdbench.config.plan import Cell, RunPlan
 from kdbench.data.catalogue import load_dataset
 from kdbench.data.images import ImageData
-from kdbench.errors import BenchError
-from kdbench.matrix.pending import FINAL_STATUSES, cell_title, outcome, twin_record
+from kdbench.errors import BenchError, options_of
+from kdbench.matrix.pending import PendingCell, cell_title, computations, is_current, outcome, take_over
 from kdbench.models import create_model
-from kdbench.plugins.fingerprint import code_fingerprint
 from kdbench.progress import Progress
 from kdbench.serving.owner_cost import owner_cost
 from kdbench.serving.teacher import Access, Teacher, TeacherAPI
 from kdbench.serving.threat_model import attacker_inputs
 from kdbench.store.atomic import atomic_write_text
 from kdbench.store.cache import ArtifactCache, file_digest
-from kdbench.store.keys import config_hash
+from kdbench.store.keys import CellKey, baseline_key, teacher_identity
 from kdbench.store.records import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, Record, RecordStore
 from kdbench.training.loop import Trainer, TrainingDiverged
 
@@ -84,39 +83,45 @@ class Runner:
         """The training loop for networks of architecture ``arch``, with that architecture's recipe."""
         return Trainer(self.plan.device, seed, self.plan.recipe_for(arch), self.progress, self.plan.acceleration)
 
-    def run(self, todo: list[tuple[Cell, str]], measured: dict[str, Record]) -> list[Record]:
-        """Compute ``todo`` (cells with their keys) in this process, one after the other; a cell
-        whose key is in ``measured`` takes over that record. Returns the records written."""
-        done = []
-        self.progress.matrix(distinct_networks([c for c, k in todo if k not in measured]) + len(todo))
-        for i, (cell, key) in enumerate(todo, 1):
-            title = cell_title(cell, i, len(todo))
-            twin = measured.get(key)
-            computed = True
-            if twin is not None:
-                self.progress.log(f"{title}: the same computation as {twin.cell}, measured already")
-                record = twin_record(cell, twin)
-                self.store.put(record)
-            else:
-                self.progress.log(title)
-                self.progress.working([cell.name])
-                record, computed = self.claimed_cell(cell, key)  # written by whoever computed it
-                if computed:
-                    self.progress.log(f"{title}: {outcome(record)}")
+    def run(self, todo: list[PendingCell], measured: dict[str, Record]) -> list[Record]:
+        """The serial executor: compute ``todo`` in this process, one computation after the other; a
+        cell whose key is in ``measured``, or that is the same computation as one computed here,
+        takes over that record. Returns the records written."""
+        taken, groups = computations(todo, measured)
+        self.progress.matrix(distinct_networks([group[0].cell for group in groups.values()]) + len(todo))
+        done: list[Record] = []
+        titles = iter(range(1, len(todo) + 1))
+
+        def take(cell: Cell, twin: Record) -> None:
+            title = cell_title(cell, next(titles), len(todo))
+            self.progress.log(f"{title}: the same computation as {twin.cell}, measured already")
+            done.append(take_over(self.store, cell, twin))
             self.progress.unit_done()
-            if record.status in FINAL_STATUSES:
-                measured[key] = record
+
+        for cell, twin in taken:
+            take(cell, twin)
+        for first, *twins in groups.values():
+            title = cell_title(first.cell, next(titles), len(todo))
+            self.progress.log(title)
+            self.progress.working([first.cell.name])
+            record, computed = self.compute(first)  # written by whoever computed it
             if computed:
+                self.progress.log(f"{title}: {outcome(record)}")
                 done.append(record)
+            self.progress.unit_done()
+            for twin in twins:
+                take(twin.cell, record)
         return done
 
-    def claimed_cell(self, cell: Cell, key: str) -> tuple[Record, bool]:
-        """``cell``'s record and whether this process computed it (and wrote it). The cell is claimed
-        under the cache's lock first: if another run on the same folder holds the claim, this one
-        waits, then takes over the final record that run wrote instead of computing the cell again."""
-        with self.cache.claim_cell(key, cell.name, self.progress.log):
+    def compute(self, pending: PendingCell) -> tuple[Record, bool]:
+        """The one computation of a cell, whichever executor runs it: its record and whether this
+        process computed it (and wrote it). The cell is claimed under the cache's lock first: if
+        another run on the same folder holds the claim, this one waits, then takes over the record
+        that run wrote, if it is current (its checkpoints unchanged), instead of computing again."""
+        cell, key = pending
+        with self.cache.claim_cell(key.digest, cell.name, self.progress.log):
             existing = self.store.get(cell.name)
-            if existing is not None and existing.key == key and existing.status in FINAL_STATUSES and self.fresh(cell):
+            if is_current(self.plan, existing, key.digest) and self.fresh(cell):
                 self.progress.log(f"{cell.name}: computed by another run on this folder, reused")
                 return existing, False
             record = self.run_cell(cell, key)
@@ -147,11 +152,12 @@ class Runner:
                     data=self.data,
                     teacher_arch=arch,
                     cache=self.cache,
-                    identity=self.plan.teacher_identity(arch, seed),
+                    identity=teacher_identity(self.plan, arch, seed),
                     fresh_after=self.plan.started_at if self.plan.rerun else None,
                     teacher_file=self.plan.teacher_file,
                 )
-                built = DEFENSES.get(defense).factory(self.plan.defenses[defense]).build(ctx)
+                with options_of(f"defense.{defense}"):
+                    built = self.plan.defense(defense).build(ctx)
                 for kind, seconds in ctx.trained_now:
                     if kind != defense:  # trained on the way, the nasty teacher's normal adversary say
                         self.progress.log(
@@ -200,7 +206,7 @@ class Runner:
             trainer = self.trainer(seed, student)
             generator = trainer.seeded(f"baseline/{student}")
             model = create_model(student, self.data.num_classes, self.data.input_shape).to(self.plan.device)
-            key = config_hash({**self.plan.network_identity(student, seed), "kind": "scratch"})
+            key = baseline_key(self.plan, student, seed)
             try:
                 path = self.cache.fill(
                     key,
@@ -227,7 +233,7 @@ class Runner:
 
     # -- one cell -----------------------------------------------------------------------------
 
-    def run_cell(self, cell: Cell, key: str) -> Record:
+    def run_cell(self, cell: Cell, key: CellKey) -> Record:
         start = time.perf_counter()
         fields: dict[str, Any] = {"teacher_acc": None, "student_acc": None, "baseline_acc": None, "drop": None}
         status, reason = STATUS_OK, ""
@@ -244,10 +250,7 @@ class Runner:
                 extra["teacher_label"] = self.plan.teacher_file.label(cell.teacher)
             if self.plan.command:
                 extra["command"] = self.plan.command
-            extra["code"] = {
-                "defense": code_fingerprint(DEFENSES.get(cell.defense).source),
-                "attack": code_fingerprint(ATTACKS.get(self.plan.attack_plugin(cell.attack)).source),
-            }
+            extra["code"] = key.code
             fields["student_acc"], extra["queries"] = self.attack(cell, built.teacher)
             fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
         except TrainingDiverged as err:
@@ -268,7 +271,7 @@ class Runner:
             status=status,
             reason=reason,
             wall_s=round(time.perf_counter() - start, 3),
-            key=key,
+            key=key.digest,
             extra=extra,
             **fields,
         )
@@ -282,7 +285,8 @@ class Runner:
     def attack(self, cell: Cell, teacher: Teacher) -> tuple[float, int | None]:
         """The student's test accuracy after the attack, and how many inputs it queried (None: white box)."""
         try:
-            return self._attack(cell, teacher)
+            with options_of(f"attack.{cell.attack}"):
+                return self._attack(cell, teacher)
         except (TrainingDiverged, BenchError):
             raise
         except Exception as err:  # a bug in the attack: this cell fails, the matrix goes on
@@ -292,7 +296,7 @@ class Runner:
         trainer = self.trainer(cell.seed, cell.student_arch)
         generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")
         student = create_model(cell.student_arch, self.data.num_classes, self.data.input_shape).to(self.plan.device)
-        attack = ATTACKS.get(self.plan.attack_plugin(cell.attack)).factory(self.plan.attacks[cell.attack])
+        attack = self.plan.attack(cell.attack)
         view: Teacher | TeacherAPI = (
             teacher
             if attack.access is Access.WHITE_BOX

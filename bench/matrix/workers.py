@@ -28,7 +28,7 @@ from kdbench.config.devices import worker_device
 from kdbench.config.plan import Cell, RunPlan
 from kdbench.data.images import ImageData
 from kdbench.errors import BenchError
-from kdbench.matrix.pending import cell_title, outcome, twin_record
+from kdbench.matrix.pending import PendingCell, cell_title, computations, outcome, take_over
 from kdbench.matrix.runner import PluginFailed, Runner
 from kdbench.plugins.discovery import load_plugins
 from kdbench.progress import Progress, RemoteProgress, relay_events
@@ -129,9 +129,9 @@ def _build_network(network: Network) -> None:
         pass  # not an error of the run: each cell that needs this network records why it has no result
 
 
-def _compute_cells(cells: list[tuple[Cell, str]]) -> list[tuple[Record, bool]]:
+def _compute_cells(cells: list[PendingCell]) -> list[tuple[Record, bool]]:
     """Each cell's record, and whether this worker computed it (not another run on the same folder)."""
-    return [_runner.claimed_cell(cell, key) for cell, key in cells]
+    return [_runner.compute(pending) for pending in cells]
 
 
 # -- in the parent -------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def worker_pool(
 def run_in_workers(
     plan: RunPlan,
     progress: Progress,
-    todo: list[tuple[Cell, str]],
+    todo: list[PendingCell],
     measured: dict[str, Record],
     data: ImageData | None = None,
 ) -> list[Record]:
@@ -194,28 +194,24 @@ def run_in_workers(
     plan's dataset, when the caller has loaded it); returns the records."""
     store = RecordStore(plan.dataset_dir)
     done: list[Record] = []
-    computations: dict[str, list[Cell]] = {}  # key → the cells that are this one computation
-    for cell, key in todo:
-        if key in measured:
-            progress.log(f"{cell.name}: the same computation as {measured[key].cell}, measured already")
-            record = twin_record(cell, measured[key])
-            store.put(record)
-            done.append(record)
-        else:
-            computations.setdefault(key, []).append(cell)
-    cells = [(group[0], key) for key, group in computations.items()]
-    networks = build_order([cell for cell, _ in cells])
+    taken, groups = computations(todo, measured)
+    for cell, twin in taken:
+        progress.log(f"{cell.name}: the same computation as {twin.cell}, measured already")
+        done.append(take_over(store, cell, twin))
+    cells = [group[0] for group in groups.values()]
+    networks = build_order([pending.cell for pending in cells])
     # The students of one (teacher, defense, attack, seed) go to one worker together: what an attack
     # derives from the teacher alone (DeepInversion's synthesised pool) is then made once, not per worker.
-    batches: dict[tuple, list[tuple[Cell, str]]] = {}
-    for cell, key in cells:
-        batches.setdefault((cell.teacher, cell.defense, cell.attack, cell.seed), []).append((cell, key))
+    batches: dict[tuple, list[PendingCell]] = {}
+    for pending in cells:
+        cell = pending.cell
+        batches.setdefault((cell.teacher, cell.defense, cell.attack, cell.seed), []).append(pending)
     waiting = list(batches.values())
     workers = min(plan.workers, len(waiting))
     progress.log(f"{len(cells)} cells on {workers} worker processes")
 
     built: set[Network] = set()
-    in_flight: dict[Future, Network | list[tuple[Cell, str]]] = {}
+    in_flight: dict[Future, Network | list[PendingCell]] = {}
     cost = AttackCost()
 
     def next_task(pool: ProcessPoolExecutor) -> Future | None:
@@ -259,9 +255,8 @@ def run_in_workers(
                     progress.log(f"{cell_title(cell, finished, len(cells))}: {how}")
                     if computed:
                         done.append(record)
-                    for twin in computations[key][1:]:
-                        done.append(twin_record(twin, record))
-                        store.put(done[-1])
+                    for twin in groups[key.digest][1:]:
+                        done.append(take_over(store, twin.cell, record))
     return done
 
 
@@ -287,14 +282,14 @@ class AttackCost:
         return max(range(len(attacks)), key=lambda i: (self.estimate(attacks[i]), -i))
 
 
-def describe(task: Network | list[tuple[Cell, str]]) -> str:
+def describe(task: Network | list[PendingCell]) -> str:
     if isinstance(task, Network):
         return f"{task.defense or 'scratch'} {task.arch} (seed {task.seed})"
     return ", ".join(cell.name for cell, _ in task)
 
 
 def _submit(
-    pool: ProcessPoolExecutor, in_flight: dict, task: Network | list[tuple[Cell, str]], fn: Callable, *args
+    pool: ProcessPoolExecutor, in_flight: dict, task: Network | list[PendingCell], fn: Callable, *args
 ) -> Future:
     future = pool.submit(fn, *args)
     in_flight[future] = task

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from kdbench.api import Access, Attack, AttackContext, ConfigError, DataAccess, TeacherAPI, register_attack
+from kdbench.api import Access, Attack, AttackContext, DataAccess, OptionError, TeacherAPI, register_attack
 
 
 @dataclass
@@ -18,7 +18,7 @@ class LabelOnlyConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.smoothing < 1.0:
-            raise ConfigError(f"attack.label_only.smoothing must be in [0, 1), got {self.smoothing}")
+            raise OptionError("smoothing", f"must be in [0, 1), got {self.smoothing}")
 
 
 @register_attack("label_only", config=LabelOnlyConfig)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from kdbench.api import ConfigError, Defense, DefenseContext, Teacher, register_defense
+from kdbench.api import Defense, DefenseContext, OptionError, Teacher, register_defense
 
 
 @dataclass
@@ -16,9 +16,9 @@ class LabelSmoothingConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.smoothing < 1.0:
-            raise ConfigError(f"defense.label_smoothing.smoothing must be in [0, 1), got {self.smoothing}")
+            raise OptionError("smoothing", f"must be in [0, 1), got {self.smoothing}")
         if not self.sharpen > 0:
-            raise ConfigError(f"defense.label_smoothing.sharpen must be > 0, got {self.sharpen}")
+            raise OptionError("sharpen", f"must be > 0, got {self.sharpen}")
 
 
 @register_defense("label_smoothing", config=LabelSmoothingConfig)
