@@ -41,7 +41,7 @@ def _run(overrides: list[str], console: Console) -> int:
     plan, done = run_command(overrides, console)
     failed = [record for record in done if record.status == STATUS_FAILED]
     for record in failed:
-        where = f" (traceback: {record.extra['traceback']})" if record.extra.get("traceback") else ""
+        where = f" (traceback: {record.details.traceback})" if record.details.traceback else ""
         print(f"failed: {record.cell}: {record.reason}{where}", file=sys.stderr)
     unreadable = _warn_unreadable(plan.dataset_dir)
     return 1 if failed or unreadable else 0

@@ -43,7 +43,7 @@ def test_every_record_carries_the_owners_cost(records, results):
     for defense in ("logit_noise", "reverse_sigmoid"):
         assert 0 < cost.loc[defense, "owner_kl_nats"] < float("inf") and cost.loc[defense, "owner_tv_pct"] > 0
     record = json.loads((results / "records" / "digits_cnn__topk__kd__mlp__seed0.json").read_text())
-    assert set(record["extra"]["owner_cost"]) == {"ece_pct", "kl_nats", "tv_pct"}
+    assert set(record["details"]["owner_cost"]) == {"ece_pct", "kl_nats", "tv_pct"}
 
 
 def test_records_count_the_queries_each_attack_made(records):

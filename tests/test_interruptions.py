@@ -46,7 +46,7 @@ def records_of(folder: Path) -> dict[str, dict]:
     for path in sorted((folder / "records").glob("*.json")):
         record = json.loads(path.read_text())
         record.pop("wall_s")
-        record["extra"].pop("command", None)  # provenance: the command line names its results_dir
+        record["details"].pop("command", None)  # provenance: the command line names its results_dir
         records[path.name] = record
     return records
 

@@ -142,7 +142,7 @@ def test_cli_attacks_the_owners_network_and_a_new_file_recomputes(owner, tmp_pat
     ]
     assert all(r["status"] == "ok" for r in records)
     for r in records:
-        file = r["extra"]["files"]["teacher_weights"]
+        file = r["details"]["files"]["teacher_weights"]
         assert file["sha256"] == sha256(folder / "a.pt")
         assert "cannot know whether that file saw the test split" in file["test_split"]
     normal = next(r for r in records if r["defense"] == "normal")
@@ -157,7 +157,7 @@ def test_cli_attacks_the_owners_network_and_a_new_file_recomputes(owner, tmp_pat
     assert again.returncode == 0, again.stderr
     assert "4 cell(s) computed, 0 reused" in again.stdout
     records = [json.loads(p.read_text()) for p in sorted((tmp_path / "digits" / "records").glob("*.json"))]
-    assert {r["extra"]["files"]["teacher_weights"]["sha256"] for r in records} == {sha256(folder / "b.pt")}
+    assert {r["details"]["files"]["teacher_weights"]["sha256"] for r in records} == {sha256(folder / "b.pt")}
     normal = next(r for r in records if r["defense"] == "normal")
     assert normal["teacher_acc"] == pytest.approx(accuracies["b.pt"], abs=1e-6)
     assert "0 cell(s) computed, 4 reused" in _bench(folder, tmp_path, *args).stdout

@@ -69,7 +69,7 @@ def test_an_exception_in_an_attack_fails_its_cells_only_and_a_rerun_retries_them
     for name in failed:
         record = first[name]
         assert record["reason"].startswith("attack 'buggy' raised TypeError: ")
-        trace = Path(record["extra"]["traceback"])
+        trace = Path(record["details"]["traceback"])
         assert trace.is_file() and trace.is_relative_to(tmp_path / "synthetic")
         text = trace.read_text()
         assert "Traceback (most recent call last)" in text and 'return student(None, "an argument too many")' in text
@@ -95,7 +95,7 @@ def test_an_exception_in_a_defense_fails_its_cells_and_the_others_go_on(tmp_path
     broken = result["digits_cnn__buggy_defense__kd__mlp__seed0"]
     assert broken["status"] == "failed"
     assert broken["reason"] == "defense 'buggy_defense' raised ValueError: the perturbation's scale is negative"
-    assert "raise ValueError" in Path(broken["extra"]["traceback"]).read_text()
+    assert "raise ValueError" in Path(broken["details"]["traceback"]).read_text()
     assert "digits_cnn__buggy_defense__kd__mlp__seed0: defense 'buggy_defense'" in capsys.readouterr().err
 
 
@@ -145,7 +145,7 @@ def test_an_exception_in_an_attack_on_worker_processes_fails_its_cells_only(tmp_
     for name, record in got.items():
         if "__buggy__" in name:
             assert record["status"] == "failed" and record["reason"].startswith("attack 'buggy' raised TypeError: ")
-            assert "return len(student)" in Path(record["extra"]["traceback"]).read_text()
+            assert "return len(student)" in Path(record["details"]["traceback"]).read_text()
             assert f"failed: {name}: attack 'buggy' raised TypeError" in result.stderr
         else:
             assert record["status"] == "ok", name

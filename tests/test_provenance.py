@@ -130,10 +130,10 @@ def test_a_replaced_checkpoint_recomputes_the_cells_computed_from_it(tmp_path):
     records = run_matrix(plan, Progress(quiet=True))
     store = RecordStore(plan.dataset_dir)
     nasty = next(r for r in records if r.defense == "nasty")
-    teacher_files = [name for name in nasty.extra["weights"] if name in store.get(nasty.cell).extra["weights"]]
-    assert len(nasty.extra["weights"]) == 3  # normal adversary, nasty teacher, mlp baseline
+    teacher_files = [name for name in nasty.details.weights if name in store.get(nasty.cell).details.weights]
+    assert len(nasty.details.weights) == 3  # normal adversary, nasty teacher, mlp baseline
     normal = next(r for r in records if r.defense == "normal")
-    only_nasty = sorted(set(nasty.extra["weights"]) - set(normal.extra["weights"]))
+    only_nasty = sorted(set(nasty.details.weights) - set(normal.details.weights))
     assert len(only_nasty) == 1 and only_nasty[0] in teacher_files
 
     path = plan.cache_dir / only_nasty[0]
@@ -156,7 +156,7 @@ def test_rerun_recomputes_the_selected_cells_and_retrains_their_networks(tmp_pat
     assert [r.cell for r in done] == ["digits_cnn__nasty__kd__mlp__seed0"]  # the normal cell is not selected
     after = {p.name: p.stat().st_mtime_ns for p in plan.cache_dir.glob("*.pt")}
     assert set(after) == set(stamps)
-    assert all(after[name] > stamps[name] for name in done[0].extra["weights"])  # each retrained
+    assert all(after[name] > stamps[name] for name in done[0].details.weights)  # each retrained
     assert sum(after[n] > stamps[n] for n in stamps) == 3  # nasty, its normal adversary, the baseline
     store = RecordStore(plan.dataset_dir)
     normal_cell = "digits_cnn__normal__kd__mlp__seed0"

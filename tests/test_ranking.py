@@ -81,8 +81,8 @@ def test_the_header_lists_the_commands_and_plugins_of_the_records_and_only_the_r
     write(tmp_path, {"a": [6.0], "c": [0.0]})
     store = RecordStore(tmp_path)
     for record in store.all():
-        record.extra["command"] = "bench run all" if record.defense == "a" else "bench run defense=c"
-        record.extra["code"] = {
+        record.details.command = "bench run all" if record.defense == "a" else "bench run defense=c"
+        record.details.code = {
             "defense": {"package": "kdbench", "version": "0.1.0", "source": "abc"},
             "attack": {"package": "my-plugin", "version": "2.0", "source": "def"},
         }

@@ -20,7 +20,7 @@ from kdbench.cli import _list
 from kdbench.report.leaderboard import leaderboard_frame, records_frame
 from kdbench.report.tables import matrix_table, ranking_table
 from kdbench.report.terminal import print_terminal_view
-from kdbench.store.records import Record, RecordStore
+from kdbench.store.records import CellDetails, Record, RecordStore
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference" / "digits"
@@ -96,7 +96,7 @@ def test_long_names_wrap_instead_of_being_cut(tmp_path):
                     status="ok",
                     wall_s=1.0,
                     key=f"{defense}{student}",
-                    extra={"owner_cost": {"ece_pct": 1.0, "kl_nats": float("inf"), "tv_pct": 2.0}},
+                    details=CellDetails(owner_cost={"ece_pct": 1.0, "kl_nats": float("inf"), "tv_pct": 2.0}),
                 )
             )
     board = leaderboard_frame(records_frame(store.all()))

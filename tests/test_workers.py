@@ -35,7 +35,7 @@ def records_of(folder: Path) -> dict[str, dict]:
     for path in sorted((folder / "synthetic" / "records").glob("*.json")):
         record = json.loads(path.read_text())
         record.pop("wall_s")
-        record["extra"].pop("command", None)  # provenance: the command line names the worker count
+        record["details"].pop("command", None)  # provenance: the command line names the worker count
         records[path.name] = record
     return records
 
@@ -54,7 +54,7 @@ def test_two_workers_write_the_records_of_one_process(tmp_path, in_one_process):
     assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
     assert len(in_one_process) == 8
     assert records_of(tmp_path) == in_one_process
-    assert {r["extra"]["threads"] for r in in_one_process.values()} == {max(1, available_cores() // 2)}
+    assert {r["details"]["threads"] for r in in_one_process.values()} == {max(1, available_cores() // 2)}
     settings = json.loads((tmp_path / "synthetic" / "run.json").read_text())
     assert settings["workers"] == 2 and settings["threads"] == max(1, available_cores() // 2)
 

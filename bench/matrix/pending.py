@@ -50,7 +50,7 @@ def is_current(plan: RunPlan, record: Record | None, digest: str) -> bool:
 
 def weights_changed(plan: RunPlan, record: Record) -> bool:
     """Whether a checkpoint ``record`` was computed from now holds other bytes."""
-    for name, digest in record.extra.get("weights", {}).items():
+    for name, digest in record.details.weights.items():
         now = file_digest(plan.cache_dir / name)
         if now is not None and now != digest:
             return True

@@ -31,7 +31,7 @@ from kdbench.serving.threat_model import attacker_inputs
 from kdbench.store.atomic import atomic_write_text
 from kdbench.store.cache import ArtifactCache, file_digest
 from kdbench.store.keys import CellKey, baseline_key, teacher_identity
-from kdbench.store.records import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, Record, RecordStore
+from kdbench.store.records import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, CellDetails, Record, RecordStore
 from kdbench.training.loop import Trainer, TrainingDiverged
 
 TRACEBACKS = "tracebacks"  # <results>/<dataset>/tracebacks/<cell>.txt: why a plugin failed its cell
@@ -237,21 +237,17 @@ class Runner:
         start = time.perf_counter()
         fields: dict[str, Any] = {"teacher_acc": None, "student_acc": None, "baseline_acc": None, "drop": None}
         status, reason = STATUS_OK, ""
-        extra: dict[str, Any] = {"threads": torch.get_num_threads()}  # the intra-op threads it trained with
+        details = CellDetails(threads=torch.get_num_threads(), command=self.plan.command or None, code=key.code)
         try:
             built = self.teacher(cell.teacher, cell.defense, cell.seed)
-            fields["teacher_acc"], extra["owner_cost"] = built.accuracy, built.owner_cost
+            fields["teacher_acc"], details.owner_cost = built.accuracy, built.owner_cost
             fields["baseline_acc"], baseline_weights = self.baseline(cell.student_arch, cell.seed)
             # the checkpoints this result came from: a record whose files were replaced is stale
-            extra["weights"] = {**built.weights, **baseline_weights}
-            if built.files:  # the owner's files: where the weights came from, and what cannot be known
-                extra["files"] = built.files
+            details.weights = {**built.weights, **baseline_weights}
+            details.files = built.files  # the owner's files: where the weights came from
             if self.plan.teacher_file is not None:
-                extra["teacher_label"] = self.plan.teacher_file.label(cell.teacher)
-            if self.plan.command:
-                extra["command"] = self.plan.command
-            extra["code"] = key.code
-            fields["student_acc"], extra["queries"] = self.attack(cell, built.teacher)
+                details.teacher_label = self.plan.teacher_file.label(cell.teacher)
+            fields["student_acc"], details.queries = self.attack(cell, built.teacher)
             fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
         except TrainingDiverged as err:
             status, reason = STATUS_DIVERGED, str(err)
@@ -259,7 +255,7 @@ class Runner:
             status, reason = STATUS_FAILED, str(err)
         except PluginFailed as err:
             status, reason = STATUS_FAILED, str(err)
-            extra["traceback"] = str(self.write_traceback(cell, err))
+            details.traceback = str(self.write_traceback(cell, err))
         return Record(
             dataset=self.plan.dataset.name,
             defense=cell.defense,
@@ -272,7 +268,7 @@ class Runner:
             reason=reason,
             wall_s=round(time.perf_counter() - start, 3),
             key=key.digest,
-            extra=extra,
+            details=details,
             **fields,
         )
 

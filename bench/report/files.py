@@ -22,17 +22,17 @@ SETTINGS_FILE = "run.json"
 def provenance(records: list[Record]) -> dict[str, Any]:
     """What the records shown came from: the distinct commands that wrote them, and each plugin's
     package, version and source hash (records written before these were kept add nothing)."""
-    commands = sorted({r.extra["command"] for r in records if r.extra.get("command")})
+    commands = sorted({r.details.command for r in records if r.details.command})
     plugins: dict[str, set[str]] = {}
     for r in records:
         for role, name in (("defense", r.defense), ("attack", r.attack)):
-            code = (r.extra.get("code") or {}).get(role)
+            code = r.details.code.get(role)
             if code:
                 plugins.setdefault(name, set()).add(f"{code['package']} {code['version']}, source {code['source']}")
     out: dict[str, Any] = {}
     files = {}
     for r in records:
-        for where, file in (r.extra.get("files") or {}).items():
+        for where, file in r.details.files.items():
             files[f"{where}, row {teacher_label(r)}"] = file
     if files:
         out["files"] = files

@@ -49,7 +49,7 @@ SCRATCH_ROW = "scratch (no teacher)"  # the leaderboard row of the students trai
 INCOMPLETE_MARK = "†"
 
 
-# measurements from Record.extra that get a column: the owner's cost of the defense
+# measurements from Record.details that get a column: the owner's cost of the defense
 # (bench/owner_cost.py) and the inputs a black-box attack queried
 OWNER_COST_KEYS = ["ece_pct", "kl_nats", "tv_pct"]
 
@@ -58,11 +58,11 @@ EXTRA_COLUMNS = [*(f"owner_{key}" for key in OWNER_COST_KEYS), "queries", "teach
 
 
 def _extra_columns(record: Record) -> dict[str, Any]:
-    cost = record.extra.get("owner_cost") or {}
+    cost = record.details.owner_cost
     owned = owned_file(record) or {}
     return {
         **{f"owner_{key}": cost.get(key) for key in OWNER_COST_KEYS},
-        "queries": record.extra.get("queries"),
+        "queries": record.details.queries,
         "teacher_weights": owned.get("path"),
         "teacher_sha256": owned.get("sha256"),
     }
@@ -70,7 +70,7 @@ def _extra_columns(record: Record) -> dict[str, Any]:
 
 def owned_file(record: Record) -> dict[str, Any] | None:
     """The owner's weight file a record's teacher came from (teacher_weights, or defense=file)."""
-    files = record.extra.get("files") or {}
+    files = record.details.files
     return files.get("teacher_weights") or files.get("defense.file.path")
 
 
@@ -78,15 +78,15 @@ def teacher_label(record: Record) -> str:
     """A record's teacher as rows name it: the architecture, or, for a run on the owner's network
     (teacher_weights), the owner's name, the architecture and the file's sha256 (another file is
     another row); every defense of that run, ``file`` included, is a row under it."""
-    return record.extra.get("teacher_label") or record.teacher
+    return record.details.teacher_label or record.teacher
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
     frame = pd.DataFrame(
-        [{**asdict(r), "teacher": teacher_label(r)} for r in records], columns=[*RECORD_COLUMNS, "extra"]
+        [{**asdict(r), "teacher": teacher_label(r)} for r in records], columns=[*RECORD_COLUMNS, "details"]
     )
     extra = pd.DataFrame([_extra_columns(r) for r in records], columns=EXTRA_COLUMNS, index=frame.index)
-    frame = pd.concat([frame.drop(columns=["extra"]), extra], axis=1)
+    frame = pd.concat([frame.drop(columns=["details"]), extra], axis=1)
     if frame.teacher_weights.isna().all():  # no network from the owner's files: no columns for them
         frame = frame.drop(columns=["teacher_weights", "teacher_sha256"])
     # records written before "self" students existed leave the architecture empty: it is the name

@@ -15,6 +15,39 @@ STATUS_FAILED = "failed"
 
 
 @dataclass
+class CellDetails:
+    """What a record keeps beside its accuracies: what its cell was computed from and with, and what
+    was measured on the way. Written as the record's ``details`` object, without the unset fields."""
+
+    threads: int | None = None  # the intra-op threads its networks trained with
+    # the checkpoints the result came from, file name → content digest: replaced files make it stale
+    weights: dict[str, str] = field(default_factory=dict)
+    # the owner's weight files it was built from: option → path, sha256, what cannot be known of them
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    teacher_label: str | None = None  # the owner's name for the teacher (teacher_weights=)
+    command: str | None = None  # the command line that wrote it
+    code: dict[str, dict[str, Any]] = field(default_factory=dict)  # "defense"/"attack" → package, version, source
+    # the defense's cost to legitimate users: ECE (%), KL (nats) and TV (%) of the served probabilities
+    owner_cost: dict[str, float] = field(default_factory=dict)
+    queries: int | None = None  # inputs the attack asked the teacher (None: white box, or not run)
+    traceback: str | None = None  # the file holding a failed plugin's traceback
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+
+    @classmethod
+    def from_json(cls, data: Any) -> CellDetails:
+        if not isinstance(data, dict):
+            raise UnreadableRecord(
+                f"details is a JSON {_JSON_TYPES.get(type(data), type(data).__name__)}, not an object"
+            )
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(data) - known):
+            raise UnreadableRecord(f"details has unknown field(s) {', '.join(unknown)}")
+        return cls(**{k: v for k, v in data.items() if v is not None})
+
+
+@dataclass
 class Record:
     dataset: str
     defense: str
@@ -31,7 +64,7 @@ class Record:
     key: str  # hash of the cell's whole configuration: a record with another key is stale
     reason: str = ""
     student_arch: str = ""  # the architecture trained, where ``student`` names it indirectly ("self")
-    extra: dict[str, Any] = field(default_factory=dict)  # attack-specific measurements
+    details: CellDetails = field(default_factory=CellDetails)
 
     @property
     def cell(self) -> str:
@@ -65,7 +98,7 @@ class RecordStore:
             return None  # unreadable: the cell is simply recomputed
 
     def put(self, record: Record) -> None:
-        atomic_write_text(self.path(record.cell), json.dumps(asdict(record), indent=1, sort_keys=True) + "\n")
+        atomic_write_text(self.path(record.cell), json.dumps(record_json(record), indent=1, sort_keys=True) + "\n")
 
     def all(self) -> list[Record]:
         return self.scan()[0]
@@ -90,6 +123,10 @@ class UnreadableRecord(ValueError):
 _JSON_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
 
 
+def record_json(record: Record) -> dict[str, Any]:
+    return {**asdict(record), "details": record.details.to_json()}
+
+
 def read_record(path: Path) -> Record:
     try:
         data = json.loads(path.read_bytes().decode())
@@ -99,6 +136,8 @@ def read_record(path: Path) -> Record:
         raise UnreadableRecord(f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
     if not isinstance(data, dict):
         raise UnreadableRecord(f"a JSON {_JSON_TYPES.get(type(data), type(data).__name__)}, not an object") from None
+    if "extra" in data and "details" not in data:  # records written before the details were typed
+        data["details"] = data.pop("extra")
     known = {f.name for f in fields(Record)}
     required = {f.name for f in fields(Record) if f.default is MISSING and f.default_factory is MISSING}
     if missing := sorted(required - set(data)):
@@ -106,6 +145,6 @@ def read_record(path: Path) -> Record:
     if unknown := sorted(set(data) - known):
         raise UnreadableRecord(f"has unknown field(s) {', '.join(unknown)}")
     try:
-        return Record(**data)
+        return Record(**{**data, "details": CellDetails.from_json(data.get("details", {}))})
     except TypeError as err:
         raise UnreadableRecord(str(err)) from None
