@@ -79,6 +79,7 @@ def _report(overrides: list[str], console: Console) -> int:
     from kdbench.config.compose import compose_config
     from kdbench.report.files import write_reports
     from kdbench.report.terminal import print_terminal_view
+    from kdbench.store.atomic import sweep_results
 
     cfg = compose_config(overrides)
     results = Path(str(cfg.results_dir)).expanduser()
@@ -88,6 +89,7 @@ def _report(overrides: list[str], console: Console) -> int:
     folders = [results / str(cfg.dataset.name)] if named or not found else found
     unreadable = 0
     for folder in folders:
+        sweep_results(folder)
         board = write_reports(folder)
         print_terminal_view(board, console, f"kdbench: {folder.name}", folder)
         console.print(f"tables rebuilt in {folder}/", soft_wrap=True)

@@ -47,12 +47,14 @@ def evaluate(
 
     ``normalize`` is ``dataset.normalize`` (what the network expects: ``"[0,1]"``, ``"imagenet"``,
     ``{"mean": [...], "std": [...]}``; None: the dataset's own statistics). ``defenses``: the
-    defenses built on it (default: all of the dataset's). Further settings are Hydra overrides:
-    keyword arguments with ``__`` for dots (``train__epochs=2``) or ``overrides={"train.epochs": 2}``.
+    defenses built on it (default: all of the dataset's). Further settings are keyword arguments
+    with ``__`` for dots (``train__epochs=2``) or ``overrides={"train.epochs": 2}``, set as the
+    Python values they are (no text is parsed), or a list of Hydra override strings.
     Bad input raises :class:`kdbench.errors.ConfigError` before anything trains.
     """
     from rich.console import Console
 
+    from kdbench.config.compose import GROUPS
     from kdbench.matrix.run import run_command
     from kdbench.report.leaderboard import records_frame
     from kdbench.store.records import RecordStore
@@ -62,12 +64,14 @@ def evaluate(
     results = Path(results_dir).expanduser()
     weights = save_weights(model, results / dataset / "owned")
     arch, in_process = model_name(model)
-    args = {
-        "dataset": dataset,
+    # the groups are chosen by name; every other setting goes in as the Python value it is
+    groups = [f"dataset={dataset}", f"attack=[{','.join(attacks)}]"]
+    if defenses is not None:
+        groups.append(f"defense=[{','.join(defenses)}]")
+    values: dict[str, Any] = {
         "teacher": arch,
         "teacher_weights": str(weights),
         "teacher_name": name or type(model).__name__,
-        "attack": list(attacks),
         # the attacks named are the columns: a config's variants (digits' kd_t20) join only when asked
         # for with overrides={"attack_variants": {...}}
         "attack_variants": None,
@@ -76,16 +80,19 @@ def evaluate(
         "quiet": True,
     }
     if normalize is not None:
-        args["dataset.normalize"] = normalize
-    if defenses is not None:
-        args["defense"] = list(defenses)
+        values["dataset.normalize"] = normalize
     if in_process:
-        args["workers"] = 1
-    args.update({key.replace("__", "."): value for key, value in options.items()})
-    extra = [f"{k}={hydra_value(v)}" for k, v in overrides.items()] if isinstance(overrides, Mapping) else []
-    extra += [] if isinstance(overrides, Mapping) else list(overrides)
-    command = [f"{key}={hydra_value(value)}" for key, value in args.items()] + extra
-    plan, _ = run_command(command, console or Console(quiet=True))
+        values["workers"] = 1
+    values.update({key.replace("__", "."): value for key, value in options.items()})
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            if key in GROUPS:  # a group given in the mapping is chosen by name like the others
+                groups.append(f"{key}={value}")
+            else:
+                values[key] = value
+    else:
+        groups += list(overrides)  # Hydra override strings, as on the command line
+    plan, _ = run_command(groups, console or Console(quiet=True), values)
     store = RecordStore(plan.dataset_dir)
     records = [r for r in (store.get(cell.name) for cell in plan.cells) if r is not None]
     return records_frame(records)
@@ -139,21 +146,3 @@ def register_in_memory(model: nn.Module) -> str:
     MODELS.add(name, build, source="kdbench.evaluate (this process)")
     architecture_fingerprint.cache_clear()
     return name
-
-
-def hydra_value(value: Any) -> str:
-    """A Python value written in Hydra's override grammar."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, Mapping):
-        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(hydra_value(v) for v in value) + "]"
-    text = str(value)
-    if text.startswith("[") or all(c.isalnum() or c in "_-./:+" for c in text):
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -208,6 +208,31 @@ def test_evaluate_from_python(owner, tmp_path):
     assert again.wall_s.tolist() == frame.wall_s.tolist()  # the same records, reused, not recomputed
 
 
+def test_evaluate_hands_python_values_to_the_run_without_override_text(owner, tmp_path):
+    """A folder name that Hydra's override grammar would split (comma, brackets, quotes, '=') and a
+    normalisation given as a Python list reach the run as the values they are."""
+    import kdbench
+
+    folder, accuracies, owner_nets = owner
+    net = owner_nets.DigitsNet()
+    net.load_state_dict(torch.load(folder / "a.pt", weights_only=True))
+    odd = tmp_path / "runs, v2 [a=b] 'x'"
+    frame = kdbench.evaluate(
+        net, attacks=["kd"], defenses=["normal"], normalize=[0, 1], results_dir=odd, train__epochs=2
+    )
+    assert frame.status.tolist() == ["ok"] and (odd / "digits" / "records.csv").exists()
+    assert frame.teacher_acc.tolist() == pytest.approx([accuracies["a.pt"]], abs=1e-6)
+
+
+def test_a_config_group_is_not_set_as_a_value():
+    from kdbench.config.compose import compose_config
+
+    with pytest.raises(ConfigError, match=r"^attack is a config group: choose it as an override"):
+        compose_config([], {"attack": ["kd"]})
+    with pytest.raises(ConfigError, match=r"^train\.epochz: "):
+        compose_config([], {"train.epochz": 3})
+
+
 # -- official Nasty-Teacher checkpoints --------------------------------------------------------
 
 

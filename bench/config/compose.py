@@ -4,12 +4,14 @@ as a config group option, and Hydra's and OmegaConf's errors turned into one lin
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from kdbench.api import ATTACKS, DEFENSES
@@ -28,7 +30,14 @@ def store_plugin_configs() -> None:
             store.store(group=group, name=entry.name, node={entry.name: node})
 
 
-def compose_config(overrides: list[str]) -> DictConfig:
+# Config groups: chosen by name in an override (``attack=[kd,htc]``), not set as values.
+GROUPS = ("preset", "dataset", "defense", "attack")
+
+
+def compose_config(overrides: list[str], values: Mapping[str, Any] | None = None) -> DictConfig:
+    """The run's config: the packaged tree with ``overrides`` (Hydra's grammar, as typed on the
+    command line), then ``values`` set as Python values at their dotted keys (``{"dataset.normalize":
+    [0, 1]}``) with the same checks as an override, and nothing parsed from text."""
     load_plugins()
     store_plugin_configs()
     GlobalHydra.instance().clear()
@@ -37,6 +46,13 @@ def compose_config(overrides: list[str]) -> DictConfig:
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(hydra_message(err)) from None
+    for key, value in (values or {}).items():
+        if key.split(".")[0] in GROUPS and "." not in key:
+            raise ConfigError(f"{key} is a config group: choose it as an override ({key}=<name>), not a value")
+        try:
+            OmegaConf.update(cfg, key, value, merge=False)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{key}: {hydra_message(err)}") from None
     # Keep only what a report needs of Hydra's own node: which preset was chosen.
     with open_dict(cfg):
         cfg.preset_name = str(cfg.hydra.runtime.choices.get("preset", "default"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from kdbench.matrix.pending import measured_records, pending_cells
 from kdbench.matrix.runner import Runner
 from kdbench.matrix.workers import run_in_workers
 from kdbench.progress import Progress
-from kdbench.store.atomic import remove_stale_temporaries
+from kdbench.store.atomic import sweep_results
 from kdbench.store.cache import ArtifactCache
 from kdbench.store.records import Record, RecordStore
 from kdbench.training.loop import Trainer
@@ -111,17 +112,20 @@ def check_owned_network(plan: RunPlan, data: ImageData, path: Path, sha256: str,
 NEAR_CHANCE = 2.0
 
 
-def run_command(overrides: list[str], console: Console) -> tuple[RunPlan, list[Record]]:
+def run_command(
+    overrides: list[str], console: Console, values: Mapping[str, Any] | None = None
+) -> tuple[RunPlan, list[Record]]:
     """``bench run all OVERRIDES``: validate, compute what is pending, write and print the tables.
-    Returns the plan and the records written (the CLI and :func:`kdbench.evaluate` share it)."""
+    ``values``: settings given as Python values (:func:`kdbench.evaluate`'s), applied after the
+    overrides. Returns the plan and the records written (the CLI and ``evaluate`` share it)."""
     from kdbench.config.compose import compose_config
     from kdbench.config.plan import plan_from_config
     from kdbench.report.files import write_reports
     from kdbench.report.reference import compare_with_reference
     from kdbench.report.terminal import print_terminal_view
 
-    command = command_line(overrides)
-    plan = replace(plan_from_config(compose_config(overrides)), command=command)
+    command = command_line([*overrides, *(f"{key}={as_override(value)}" for key, value in (values or {}).items())])
+    plan = replace(plan_from_config(compose_config(overrides, values)), command=command)
     data = check_runnable(plan)
     progress = Progress(console, quiet=plan.quiet, heartbeat_s=plan.heartbeat_s)
     start = time.perf_counter()
@@ -141,6 +145,19 @@ def run_command(overrides: list[str], console: Console) -> tuple[RunPlan, list[R
     return plan, done
 
 
+def as_override(value: Any) -> str:
+    """A Python value as it would be typed in an override, for the command a record names."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{k}:{as_override(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(as_override(v) for v in value) + "]"
+    return str(value)
+
+
 def command_line(overrides: list[str], *, multirun: bool = False) -> str:
     """The ``bench`` command that asks for this run, quoted for a shell (kept in records and tables)."""
     return shlex.join(["bench", "run", "all", *(["-m"] if multirun else []), *overrides])
@@ -151,9 +168,8 @@ def run_matrix(plan: RunPlan, progress: Progress, data: ImageData | None = None)
     records written (cells already done are skipped). ``data``: the plan's dataset, when the caller
     has loaded it already (on any device)."""
     store = RecordStore(plan.dataset_dir)
-    for folder in (plan.dataset_dir, store.folder, plan.cache_dir):
-        for stray in remove_stale_temporaries(folder):
-            progress.log(f"removed {stray}, left half-written by a run that was killed")
+    for stray in sweep_results(plan.dataset_dir, plan.cache_dir):
+        progress.log(f"removed {stray}, left half-written by a run that was killed")
     todo = pending_cells(plan, store)
     skipped = len(plan.cells) - len(todo)
     if skipped:

@@ -13,7 +13,7 @@ from kdbench.errors import BenchError
 from kdbench.report.leaderboard import leaderboard_frame, records_frame, teacher_label
 from kdbench.report.paper import with_paper_figures
 from kdbench.report.tables import leaderboard_markdown
-from kdbench.store.atomic import atomic_write_text, remove_stale_temporaries
+from kdbench.store.atomic import atomic_write_text
 from kdbench.store.records import Record, RecordStore
 
 SETTINGS_FILE = "run.json"
@@ -52,8 +52,6 @@ def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.Da
     """Rebuild records.csv, leaderboard.csv, leaderboard.md and the plots of one results folder."""
     from kdbench.report.plots import plot_matrix, plot_tradeoff
 
-    for stale in (folder, folder / "records"):  # what killed runs left half-written
-        remove_stale_temporaries(stale)
     records, unreadable = RecordStore(folder).scan()
     if not records and not unreadable:
         raise BenchError(

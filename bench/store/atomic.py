@@ -85,5 +85,12 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return removed
 
 
+def sweep_results(dataset_dir: Path, cache_dir: Path | None = None) -> list[Path]:
+    """Remove what killed runs left half-written in a dataset's results folder, its records and its
+    cache; the paths removed. Once per command, before it reads or writes anything there."""
+    folders = [dataset_dir, dataset_dir / "records", *([cache_dir] if cache_dir is not None else [])]
+    return [stray for folder in folders for stray in remove_stale_temporaries(folder)]
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
