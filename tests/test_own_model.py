@@ -76,7 +76,7 @@ def owner(tmp_path_factory):
     folder = tmp_path_factory.mktemp("owner")
     (folder / "owner_nets.py").write_text(OWNER_MODULE)
     sys.path.insert(0, str(folder))
-    import owner_nets
+    import owner_nets  # pyright: ignore[reportMissingImports]  (written by this fixture)
 
     x_train, y_train, x_test, y_test = digits_split()
     accuracies = {}
