@@ -1,5 +1,5 @@
-"""The datasets that come as arrays: sklearn's bundled digits, torchvision's CIFAR-10/100, and
-class-conditional synthetic noise. Importing this module registers them."""
+"""The datasets that come as arrays: sklearn's bundled digits and class-conditional synthetic noise.
+Importing this module registers them (CIFAR: :mod:`kdbench.data.cifar`)."""
 
 from __future__ import annotations
 
@@ -26,41 +26,6 @@ def load_digits(cfg: DatasetConfig) -> ImageData:
     mean, std = channel_stats(train.x, 16.0)
     # Flips and shifts turn digits into other digits (or into nothing at 8×8): no augmentation.
     return ImageData("digits", train, test, 10, mean, std, pixel_max=16.0, augment=False)
-
-
-def _torchvision_cifar(cfg: DatasetConfig, cls_name: str, folder: str, num_classes: int) -> ImageData:
-    import torchvision
-
-    root = require_root(
-        cfg, f"it must hold {folder}/ as extracted from the official archive, or add dataset.download=true"
-    )
-    cls = getattr(torchvision.datasets, cls_name)
-    try:
-        splits = [cls(str(root), train=train, download=cfg.download) for train in (True, False)]
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted..."
-        raise DatasetNotFoundError(
-            f"dataset {cfg.name!r}: no complete {folder}/ under {root} ({err}). Extract the official "
-            f"archive there, or run with dataset.download=true to let torchvision fetch it"
-        ) from None
-    train, test = (
-        Split(
-            torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2))),
-            torch.as_tensor(ds.targets, dtype=torch.int64),
-        )
-        for ds in splits
-    )
-    mean, std = channel_stats(train.x, 255.0)
-    return ImageData(cfg.name, train, test, num_classes, mean, std, 255.0, augment=cfg.augment)
-
-
-@register_dataset("cifar10")
-def load_cifar10(cfg: DatasetConfig) -> ImageData:
-    return _torchvision_cifar(cfg, "CIFAR10", "cifar-10-batches-py", 10)
-
-
-@register_dataset("cifar100")
-def load_cifar100(cfg: DatasetConfig) -> ImageData:
-    return _torchvision_cifar(cfg, "CIFAR100", "cifar-100-python", 100)
 
 
 @register_dataset("synthetic")

@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -51,7 +54,7 @@ def class_folders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def decode_image(path: Path, size: int | None) -> np.ndarray:
+def decode_image(path: Path | IO[bytes], size: int | None) -> np.ndarray:
     """One image as H×W×3 uint8 RGB; with ``size``, resized (shorter side) and centre-cropped to size×size.
 
     The resize and crop are torchvision's ``Resize(size)`` and ``CenterCrop(size)``.
@@ -72,50 +75,95 @@ def decode_image(path: Path, size: int | None) -> np.ndarray:
     return np.array(image)  # a writable copy: torch refuses to wrap read-only arrays
 
 
-def decode_split(files: LabelledFiles, size: int | None) -> Split:
-    """Decode every image into one N×3×H×W uint8 tensor; without ``size`` all must share one size."""
-    first = decode_image(files.paths[0], size)
-    x = torch.empty((len(files.paths), 3, *first.shape[:2]), dtype=torch.uint8)
-    for i, path in enumerate(files.paths):
-        image = first if i == 0 else decode_image(path, size)
+def decode_all(sources: list[Path | IO[bytes]], size: int | None, where: Path | str) -> torch.Tensor:
+    """Decode every image (a path or an open file) into one N×3×H×W uint8 tensor, on a thread per
+    core (PIL releases the GIL while it decodes); without ``size`` all must share one size."""
+    with ThreadPoolExecutor(max_workers=max(1, len(os.sched_getaffinity(0)))) as pool:
+        images = list(pool.map(lambda source: decode_image(source, size), sources))
+    first = images[0]
+    for source, image in zip(sources, images, strict=True):
         if image.shape != first.shape:
             raise ConfigError(
-                f"images differ in size: {path} is {image.shape[1]}×{image.shape[0]}, {files.paths[0]} is "
-                f"{first.shape[1]}×{first.shape[0]}; set dataset.image_size=N to resize every image to N×N"
+                f"images differ in size under {where}: {_name(source)} is {image.shape[1]}×{image.shape[0]}, "
+                f"{_name(sources[0])} is {first.shape[1]}×{first.shape[0]}; set dataset.image_size=N to resize "
+                f"every image to N×N"
             )
-        x[i] = torch.from_numpy(image).permute(2, 0, 1)
-    return Split(x, torch.tensor(files.labels, dtype=torch.int64))
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+def _name(source: Path | IO[bytes]) -> str:
+    return str(source) if isinstance(source, Path) else getattr(source, "name", "an image")
+
+
+def decode_split(files: LabelledFiles, size: int | None) -> Split:
+    return Split(decode_all(list(files.paths), size, files.paths[0].parent.parent), torch.tensor(files.labels))
+
+
+class DecodedStore:
+    """A folder of decoded splits, one ``.pt`` file per version of a dataset: a newer version (other
+    files, other options) replaces the file of the older one."""
+
+    def __init__(self, folder: Path, prefix: str = "") -> None:
+        self.folder, self.prefix = folder, prefix
+
+    def load_or_make(self, stem: str, key: str, make: Callable[[], dict[str, Split]]) -> dict[str, Split]:
+        """The splits kept under ``stem`` and ``key``, or ``make()``'s, then kept (stale versions removed)."""
+        path = self.folder / f"{self.prefix}{stem}{key}.pt"
+        if path.exists():
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=True)
+                names = sorted({name.rsplit("_", 1)[0] for name in payload})
+                return {split: Split(payload[f"{split}_x"], payload[f"{split}_y"]) for split in names}
+            except Exception:  # unreadable (an interrupted copy, another format): decode again
+                pass
+        result = make()
+        payload = {f"{split}_{part}": getattr(data, part) for split, data in result.items() for part in ("x", "y")}
+        try:
+            atomic_write(path, lambda f: torch.save(payload, f))
+            for stale in path.parent.glob(f"{self.prefix}{stem}*.pt"):
+                if stale != path:
+                    stale.unlink()
+        except OSError as err:
+            warnings.warn(
+                f"could not keep the decoded images in {path.parent} ({err.strerror}); they will be decoded "
+                "again next run",
+                stacklevel=2,
+            )
+        return result
+
+
+def decoded_folder(root: Path) -> DecodedStore:
+    """Where the images under ``root`` are kept decoded: ``root/.kdbench-decoded/`` where ``root`` can be
+    written, else the user's cache folder (``$XDG_CACHE_HOME/kdbench/decoded``, named after ``root``),
+    so that a read-only copy of a dataset is decoded once too."""
+    own = root / DECODED_FOLDER
+    if _writable(own if own.is_dir() else root):
+        return DecodedStore(own)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kdbench" / "decoded"
+    return DecodedStore(cache, hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8] + "-")
+
+
+def _writable(folder: Path) -> bool:
+    """Whether this user may write ``folder`` and its mode allows writing: root may write anywhere,
+    but a folder made read-only (a shared copy of a dataset) is left as it is."""
+    try:
+        return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
+    except OSError:
+        return False
 
 
 def decoded(root: Path, name: str, splits: dict[str, LabelledFiles], size: int | None) -> dict[str, Split]:
-    """The decoded ``splits``, from ``root/.kdbench-decoded/`` when decoded before, else decoded now and kept."""
+    """The decoded ``splits`` of the files under ``root``, decoded once, then kept (:func:`decoded_folder`)
+    under a key of every file read (path, class, size, modification time) and the options."""
     listing = [DECODED_FORMAT, size]
     for split, files in splits.items():
         for path, label in zip(files.paths, files.labels, strict=True):
             stat = path.stat()
             listing.append((split, str(path.relative_to(root)), label, stat.st_size, stat.st_mtime_ns))
     key = hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
-    prefix = f"{name}-{size or 'native'}-"
-    path = root / DECODED_FOLDER / f"{prefix}{key}.pt"
-    if path.exists():
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-            return {split: Split(payload[f"{split}_x"], payload[f"{split}_y"]) for split in splits}
-        except Exception:  # unreadable (an interrupted copy, another format): decode again
-            pass
-    result = {split: decode_split(files, size) for split, files in splits.items()}
-    payload = {f"{split}_{part}": getattr(data, part) for split, data in result.items() for part in ("x", "y")}
-    try:
-        atomic_write(path, lambda f: torch.save(payload, f))
-        for stale in path.parent.glob(f"{prefix}*.pt"):
-            if stale != path:
-                stale.unlink()
-    except OSError as err:
-        warnings.warn(
-            f"could not keep the decoded images in {path.parent} ({err.strerror}); they will be decoded again next run",
-            stacklevel=2,
-        )
-    return result
+    return decoded_folder(root).load_or_make(
+        f"{name}-{size or 'native'}-", key, lambda: {split: decode_split(files, size) for split, files in splits.items()}
+    )
 
 
 def image_data(name: str, splits: dict[str, Split], num_classes: int, augment: bool) -> ImageData:
