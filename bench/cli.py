@@ -76,14 +76,14 @@ def _report(overrides: list[str], console: Console) -> int:
     ``dataset=`` names)."""
     from pathlib import Path
 
-    from kdbench.config.compose import compose_config
+    from kdbench.config.compose import compose_config, override_key
     from kdbench.report.files import write_reports
     from kdbench.report.terminal import print_terminal_view
     from kdbench.store.atomic import sweep_results
 
     cfg = compose_config(overrides)
     results = Path(str(cfg.results_dir)).expanduser()
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    keys = [override_key(o) for o in overrides]
     named = any(k in ("dataset", "dataset.name", "preset") for k in keys)
     found = sorted(p.parent for p in results.glob("*/records") if p.is_dir())
     folders = [results / str(cfg.dataset.name)] if named or not found else found

@@ -9,6 +9,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, saying what to do, when the strict editable install (README) predates a module:
+    its link tree then lacks that file, and the imports fail far from the cause."""
+    import kdbench
+
+    installed = Path(kdbench.__file__).parent
+    if installed == ROOT / "bench":
+        return  # imported from the checkout itself
+    for folder, package in (
+        (ROOT / "bench", installed),
+        (ROOT / "attacks", installed / "attacks"),
+        (ROOT / "defenses", installed / "defenses"),
+    ):
+        sources = [*folder.rglob("*.py"), *folder.glob("conf/**/*.yaml"), *folder.glob("paper_results/*.csv")]
+        for source in sources:
+            if not (package / source.relative_to(folder)).exists():
+                pytest.exit(
+                    f"{source.relative_to(ROOT)} is not in the installed kdbench ({installed}): a module added "
+                    f"since the install; run the README's install again (pip install -e ... "
+                    f"--config-settings editable_mode=strict)",
+                    returncode=4,
+                )
+
 
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()

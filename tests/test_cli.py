@@ -208,7 +208,7 @@ def test_a_missing_data_folder_is_refused_before_training(tmp_path):
     result = run_bench_process(
         "run", "dataset=cifar10", f"dataset.data_root={missing}", "device=cpu", f"results_dir={tmp_path / 'r'}"
     )
-    assert_refused_in_one_line(result, f"dataset 'cifar10': no complete cifar-10-batches-py/ under {missing}")
+    assert_refused_in_one_line(result, f"dataset 'cifar10': {missing} holds neither cifar-10-batches-py/")
     assert "dataset.download=true" in result.stderr
     assert not (tmp_path / "r" / "cifar10" / "records").exists()
     assert not (tmp_path / "r" / "cifar10" / ".cache").exists()
@@ -218,7 +218,7 @@ def test_a_multirun_refuses_a_missing_data_folder_before_any_job(tmp_path, capsy
     missing = tmp_path / "no-data-here"
     args = ["dataset=cifar10", f"dataset.data_root={missing}", "device=cpu", f"results_dir={tmp_path / 'r'}"]
     assert run_bench("run", "all", "-m", *args) == 2
-    assert f"no complete cifar-10-batches-py/ under {missing}" in capsys.readouterr().err
+    assert f"dataset 'cifar10': {missing} holds neither cifar-10-batches-py/" in capsys.readouterr().err
     assert not (tmp_path / "r" / "cifar10" / "records").exists()
 
 
@@ -246,7 +246,7 @@ def test_an_unwritable_results_folder_is_refused_before_training(tmp_path):
         (["train.gamma=-1"], "train.gamma (the multistep factor) must be > 0 and finite, got -1"),
         (
             ["train.epochs=12", "train.schedule=multistep", "train.milestones=[80,120]"],
-            "train.milestones [80, 120]: 80, 120 not before the last of train.epochs=12; allowed: epochs 1 to 11",
+            "train.milestones [80, 120]: 80, 120 not before the last of train.epochs=12; allowed: milestones 1 to 11",
         ),
         (["seeds=1", "seed=5"], "seed=5 is not one of the run's seeds=0..0 (seeds=1); allowed: seed 0 to 0"),
         (["defense.nasty.tau=abc"], "defense.nasty.tau must be a number, got 'abc'"),

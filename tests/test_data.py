@@ -52,8 +52,9 @@ def test_cifar_loads_through_torchvision_from_the_official_layout(tmp_path, writ
 
 @pytest.mark.parametrize("kind,folder", [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")])
 def test_missing_cifar_folder_is_a_clear_error(tmp_path, kind, folder):
-    with pytest.raises(DatasetNotFoundError, match=rf"{folder}.*{tmp_path}.*download=true"):
+    with pytest.raises(DatasetNotFoundError) as err:
         load_dataset(DatasetConfig(name=kind, data_root=str(tmp_path)))
+    assert all(part in str(err.value) for part in (folder, str(tmp_path), "download=true"))
 
 
 def test_cifar_without_data_root_says_how_to_set_it():

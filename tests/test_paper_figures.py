@@ -63,3 +63,41 @@ def test_an_unknown_paper_table_is_refused_before_anything_runs():
         check_paper_table("bogus")
     with pytest.raises(ConfigError, match="unknown paper table 'bogus'"):
         plan_from_config(compose_config(["paper=bogus"]))
+
+
+def test_a_run_with_other_settings_shows_the_published_figure_without_a_difference():
+    out = with_paper_figures(board(), "nasty_teacher_cifar10", comparable=False)
+    assert not any(c.endswith("paper_delta") for c in out.columns)
+    assert paper_note(out.iloc[2], "kd/cnn acc") == " · paper 82.46 (other settings)"
+    assert matrix_table(out)[3][1] == "94.00 · paper 94.56 (other settings)"
+
+
+def plan_of(*overrides: str):
+    return plan_from_config(compose_config(["preset=paper_cifar10", "device=cpu", *overrides]))
+
+
+def test_the_settings_a_paper_figure_depends_on_are_its_differences(tmp_path):
+    assert plan_of().paper_differences == []
+    assert plan_of("seeds=2", "student=cnn", "data_root=/elsewhere").paper_differences == []  # the same experiment
+    changed = plan_of("train.epochs=1", "train.schedule=cosine", "dataset=folder", f"data_root={tmp_path}")
+    assert changed.paper_differences == ["dataset=folder", "train.epochs=1", "train.schedule=cosine"]
+    assert plan_of("defense.nasty.omega=0.1").paper_differences == ["defense.nasty.omega=0.1"]
+
+
+def test_train_epochs_on_the_command_line_reaches_the_per_model_recipes():
+    """paper_cifar10 trains its CNN 100 epochs with a recipe of its own: train.epochs=1 shortens it too,
+    unless the command line gives the CNN's epochs as well."""
+    assert plan_of().recipe_for("cnn").epochs == 100
+    short = plan_of("train.epochs=1", "train.schedule=cosine")
+    assert (short.recipe_for("cnn").epochs, short.recipe_for("resnet18").epochs) == (1, 1)
+    assert short.recipe_for("cnn").optimizer == "adam"  # only the epochs follow
+    both = plan_of("train.epochs=1", "train.schedule=cosine", "train_by_model.cnn.epochs=3")
+    assert both.recipe_for("cnn").epochs == 3
+
+
+def test_one_epoch_under_the_papers_milestones_is_refused_with_what_is_allowed():
+    with pytest.raises(ConfigError) as err:
+        plan_of("train.epochs=1")
+    message = str(err.value)
+    assert "no milestone fits in train.epochs=1: set train.schedule=cosine or constant" in message
+    assert "epochs 1 to 0" not in message

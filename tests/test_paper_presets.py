@@ -128,13 +128,14 @@ def check_matrix(records: pd.DataFrame, preset: str, teachers: list[str]) -> Non
 
 
 def check_paper_figures(board: pd.DataFrame, markdown: str) -> None:
-    """The published ResNet-18 figures (Tables 1 and 2) sit beside the measured ones, with the difference."""
+    """The published ResNet-18 figures (Tables 1 and 2) sit beside the measured ones; this run's data
+    and epochs are not the paper's, so no difference is shown and the page says why."""
     normal = board[(board.teacher == "resnet18") & (board.defense == "normal")].iloc[0]
-    kd = normal[["kd/resnet18 acc", "kd/resnet18 acc paper", "kd/resnet18 acc paper_delta"]]
-    assert kd.iloc[2] == pytest.approx(kd.iloc[0] - kd.iloc[1])
-    teacher = normal[["teacher_acc", "teacher_acc paper", "teacher_acc paper_delta"]]
-    assert teacher.iloc[2] == pytest.approx(teacher.iloc[0] - teacher.iloc[1])
-    assert f"{teacher.iloc[0]:.2f} · paper {teacher.iloc[1]:.2f}, Δ " in markdown
+    assert normal[["kd/resnet18 acc paper", "teacher_acc paper"]].notna().all()
+    assert not any(c.endswith("paper_delta") for c in board.columns)
+    assert f"{normal.teacher_acc:.2f} · paper {normal['teacher_acc paper']:.2f} (other settings)" in markdown
+    assert "measured with other settings than this run's (dataset=synthetic; " in markdown
+    assert "train.epochs=1" in markdown
 
 
 def test_paper_cifar10_runs_end_to_end_on_cifar10_shaped_data(tmp_path):

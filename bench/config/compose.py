@@ -53,11 +53,18 @@ def compose_config(overrides: list[str], values: Mapping[str, Any] | None = None
             OmegaConf.update(cfg, key, value, merge=False)
         except OmegaConfBaseException as err:
             raise ConfigError(f"{key}: {hydra_message(err)}") from None
-    # Keep only what a report needs of Hydra's own node: which preset was chosen.
+    # Keep only what the plan needs of Hydra's own node: which preset was chosen, and which keys the
+    # command line (or evaluate's values) set, over the preset's.
     with open_dict(cfg):
         cfg.preset_name = str(cfg.hydra.runtime.choices.get("preset", "default"))
+        cfg.given_keys = sorted({override_key(o) for o in overrides} | set(values or {}))
         del cfg["hydra"]
     return cfg
+
+
+def override_key(override: str) -> str:
+    """The key an override sets: ``train.epochs`` of ``train.epochs=3``, ``dataset`` of ``+dataset=x``."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 # OmegaConf's names for the types a structured config field converts a value to

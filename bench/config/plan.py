@@ -6,6 +6,7 @@ line instead of a traceback an hour into a run.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from kdbench.api import ATTACKS, DEFENSES, Attack, DataAccess, Defense
 from kdbench.config.devices import resolve_device, resolve_threads, resolve_workers
@@ -78,6 +79,9 @@ class RunPlan:
     workers: int = 1  # cells computed at once, each in its own process (1: in this process)
     threads: int = 1  # intra-op threads each network trains with, whichever process trains it
     paper: str | None = None  # the published table the leaderboard shows beside the measured figures
+    # how this run's settings differ from those the paper's figures were measured with (the preset's
+    # own differences, then each setting the command line changed): none, or no Δ beside the figures
+    paper_differences: list[str] = field(default_factory=list)
     reference_dir: Path | None = None  # committed reference runs to compare with (never written)
     rerun: bool = False  # recompute the selected cells, retrain their networks
     started_at: float = 0.0  # time.time() when planned: with rerun, networks older than this retrain
@@ -178,14 +182,16 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
             f"seed={only_seed} is not one of the run's seeds=0..{seeds - 1} (seeds={seeds}); "
             f"allowed: seed 0 to {seeds - 1}, or raise seeds above {only_seed}"
         )
+    given = set(cfg.get("given_keys") or [])
     recipe = as_dataclass(Recipe, cfg.train, "train")
     recipe.check_milestones()
-    recipe_by_model = recipes_by_model(recipe, cfg.get("train_by_model"))
+    recipe_by_model = recipes_by_model(recipe, _epochs_everywhere(cfg, given))
     for arch, own in recipe_by_model.items():
         own.check_milestones(f"train_by_model.{arch}")
     paper = cfg.get("paper")
     if paper is not None:
         check_paper_table(str(paper))
+    paper_differences = [] if paper is None else _paper_differences(cfg, given)
     results_dir = Path(str(cfg.results_dir)).expanduser()
     dataset_dir = results_dir / dataset.name
     cache_dir = Path(str(cfg.cache_dir)).expanduser() if cfg.cache_dir else dataset_dir / ".cache"
@@ -235,9 +241,42 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         attack_bases=attack_bases,
         heartbeat_s=_heartbeat(cfg.get("heartbeat_s", 30)),
         teacher_file=teacher_file,
+        paper_differences=paper_differences,
         defense_plugins=_built(DEFENSES, "defense", defenses, {}),
         attack_plugins=attack_plugins,
     )
+
+
+# The settings a published figure depends on: changing one makes a run another experiment.
+PAPER_SETTINGS = ("dataset", "teacher", "train", "train_by_model", "precision", "defense.", "attack.")
+NOT_PAPER_SETTINGS = ("dataset.data_root", "dataset.download")  # where the data is, not what it is
+
+
+def _paper_differences(cfg: DictConfig, given: set[str]) -> list[str]:
+    """The preset's own ``paper_differences`` and every setting given on the command line that the
+    published figures depend on, as ``key=value``."""
+    found = [str(d) for d in cfg.get("paper_differences") or []]
+    for key in sorted(given):
+        if key.startswith(PAPER_SETTINGS) and not key.startswith(NOT_PAPER_SETTINGS):
+            value = cfg.dataset.name if key == "dataset" else OmegaConf.select(cfg, key)
+            shown = OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
+            found.append(f"{key}={shown}")
+    return found
+
+
+def _epochs_everywhere(cfg: DictConfig, given: set[str]) -> DictConfig | None:
+    """``train_by_model`` with ``train.epochs``, where the command line gives it, in every entry
+    that sets epochs of its own, unless the command line sets that entry's epochs too: a shorter run
+    shortens every network."""
+    by_model = cfg.get("train_by_model")
+    if "train.epochs" not in given or not by_model:
+        return by_model
+    by_model = copy.deepcopy(by_model)
+    with open_dict(by_model):
+        for arch, changes in by_model.items():
+            if isinstance(changes, DictConfig) and "epochs" in changes and f"train_by_model.{arch}.epochs" not in given:
+                changes.epochs = cfg.train.epochs
+    return by_model
 
 
 def _teacher_file(cfg: DictConfig, teachers: list[str]) -> TeacherFile | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from kdbench.data.images import DatasetConfig, ImageData, Split, channel_stats, register_dataset, require_root
-from kdbench.errors import ConfigError, DatasetNotFoundError
+
+from kdbench.data.images import DatasetConfig, ImageData, Split, channel_stats, register_dataset
+from kdbench.errors import ConfigError
 
 
 @register_dataset("digits")

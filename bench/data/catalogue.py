@@ -8,6 +8,7 @@ the loaders use, and imports no loader.
 from __future__ import annotations
 
 import torch
+
 from kdbench.data import arrays, cifar, folders  # noqa: F401  (register digits, synthetic, cifar*, folders)
 from kdbench.data.images import DATASETS, DatasetConfig, ImageData, set_aside_heldout, with_normalization
 

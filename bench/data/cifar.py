@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,10 @@ from kdbench.errors import DatasetNotFoundError
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_SIZES = {"train": 50_000, "test": 10_000}  # images per split in every complete copy
 CIFAR10_JPEG_ARCHIVE = "cifar10-jpeg.tar.gz"
+JPEG_CAVEAT = (
+    "CIFAR-10 read from its JPEG copy (lossy): expect accuracies somewhat below figures published on "
+    "the original pixels"
+)
 TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 
 
@@ -126,14 +131,17 @@ def _archive_splits(archive: Path) -> dict[str, Split]:
 def load_cifar10(cfg: DatasetConfig) -> ImageData:
     """CIFAR-10 from torchvision's folder, the JPEG archive or its extracted tree, whichever is there."""
     root = require_root(
-        cfg, f"it must hold {TORCHVISION_FOLDERS['cifar10']}/ or the JPEG copy ({CIFAR10_JPEG_ARCHIVE} or train/, test/)"
+        cfg,
+        f"it must hold {TORCHVISION_FOLDERS['cifar10']}/ or the JPEG copy ({CIFAR10_JPEG_ARCHIVE} or train/, test/)",
     )
     if (root / TORCHVISION_FOLDERS["cifar10"]).is_dir() or cfg.download:
         return _torchvision_cifar(cfg, root, "CIFAR10", 10)
     if (tree := _jpeg_tree(root)) is not None:
-        return image_data("cifar10", decoded(tree, "cifar10", _tree_files(tree), None), 10, cfg.augment)
+        data = image_data("cifar10", decoded(tree, "cifar10", _tree_files(tree), None), 10, cfg.augment)
+        return replace(data, caveat=JPEG_CAVEAT)
     if (root / CIFAR10_JPEG_ARCHIVE).is_file():
-        return image_data("cifar10", _archive_splits(root / CIFAR10_JPEG_ARCHIVE), 10, cfg.augment)
+        data = image_data("cifar10", _archive_splits(root / CIFAR10_JPEG_ARCHIVE), 10, cfg.augment)
+        return replace(data, caveat=JPEG_CAVEAT)
     raise DatasetNotFoundError(
         f"dataset 'cifar10': {root} holds neither {TORCHVISION_FOLDERS['cifar10']}/ (torchvision's; or set "
         f"dataset.download=true) nor the JPEG copy ({CIFAR10_JPEG_ARCHIVE}, or its train/<class>/*.jpg and "
@@ -144,7 +152,8 @@ def load_cifar10(cfg: DatasetConfig) -> ImageData:
 @register_dataset("cifar100")
 def load_cifar100(cfg: DatasetConfig) -> ImageData:
     root = require_root(
-        cfg, f"it must hold {TORCHVISION_FOLDERS['cifar100']}/ as extracted from the official archive, or add "
-        "dataset.download=true"
+        cfg,
+        f"it must hold {TORCHVISION_FOLDERS['cifar100']}/ as extracted from the official archive, or add "
+        "dataset.download=true",
     )
     return _torchvision_cifar(cfg, root, "CIFAR100", 100)

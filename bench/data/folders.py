@@ -19,10 +19,11 @@ from typing import IO
 
 import numpy as np
 import torch
-from kdbench.store.atomic import atomic_write
+from PIL import Image, UnidentifiedImageError
+
 from kdbench.data.images import DatasetConfig, ImageData, Split, channel_stats, register_dataset, require_root
 from kdbench.errors import BenchError, ConfigError, DatasetNotFoundError
-from PIL import Image, UnidentifiedImageError
+from kdbench.store.atomic import atomic_write
 
 # torchvision's ImageFolder extensions, compared case-insensitively (Tiny-ImageNet's are ".JPEG")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -162,7 +163,9 @@ def decoded(root: Path, name: str, splits: dict[str, LabelledFiles], size: int |
             listing.append((split, str(path.relative_to(root)), label, stat.st_size, stat.st_mtime_ns))
     key = hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
     return decoded_folder(root).load_or_make(
-        f"{name}-{size or 'native'}-", key, lambda: {split: decode_split(files, size) for split, files in splits.items()}
+        f"{name}-{size or 'native'}-",
+        key,
+        lambda: {split: decode_split(files, size) for split, files in splits.items()},
     )
 
 

@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
+
 from kdbench.errors import ConfigError, DatasetNotFoundError
 from kdbench.plugins.registry import Registry
-from torch import Tensor
 
 
 @dataclass
@@ -150,6 +151,7 @@ class ImageData:
     pixel_max: float = 255.0  # 16 for sklearn's digits
     augment: bool = False
     heldout: Split | None = None  # set aside from the training split (dataset.heldout_fraction)
+    caveat: str = ""  # what a reader comparing its figures with published ones must know (a lossy copy)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -165,16 +167,11 @@ class ImageData:
         return self.train.x.device
 
     def to(self, device: torch.device | str) -> ImageData:
-        return ImageData(
-            self.name,
-            self.train.to(device),
-            self.test.to(device),
-            self.num_classes,
-            self.mean,
-            self.std,
-            self.pixel_max,
-            self.augment,
-            None if self.heldout is None else self.heldout.to(device),
+        return replace(
+            self,
+            train=self.train.to(device),
+            test=self.test.to(device),
+            heldout=None if self.heldout is None else self.heldout.to(device),
         )
 
     def normalize(self, x: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
-from kdbench.config.compose import CONFIG_MODULE, compose_config, store_plugin_configs
+from kdbench.config.compose import CONFIG_MODULE, compose_config, override_key, store_plugin_configs
 from kdbench.config.plan import RunPlan, plan_from_config
 from kdbench.plugins.discovery import load_plugins
 
@@ -54,6 +54,7 @@ def run_cell_job(cfg: DictConfig) -> None:
     job = HydraConfig.get()
     with open_dict(cfg):
         cfg.preset_name = str(job.runtime.choices.get("preset", "default"))
+        cfg.given_keys = sorted({override_key(o) for o in job.overrides.task})
         cfg.device = device_for_job(str(cfg.device), job.job.num, torch.cuda.device_count())
     plan = plan_from_config(cfg)
     # Hydra sends the "kdbench" logger to the job's log file (and its console): one line per
@@ -83,8 +84,8 @@ def launch(overrides: list[str]) -> RunPlan:
     from kdbench.report.files import save_settings
 
     plan = plan_from_config(compose_config(overrides))
-    check_runnable(plan)
-    settings = settings_of(plan)
+    data = check_runnable(plan)
+    settings = settings_of(plan, data)
     settings["command"] = command_line(overrides, multirun=True)
     save_settings(plan.dataset_dir, settings)
     store_plugin_configs()

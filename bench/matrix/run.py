@@ -128,11 +128,18 @@ def run_command(
     plan = replace(plan_from_config(compose_config(overrides, values)), command=command)
     data = check_runnable(plan)
     progress = Progress(console, quiet=plan.quiet, heartbeat_s=plan.heartbeat_s)
+    if plan.paper_differences:
+        progress.log(
+            f"preset {plan.preset} runs with settings other than the paper's ({'; '.join(plan.paper_differences)}): "
+            "its published figures are shown beside the results without a difference"
+        )
+    if data.caveat:
+        progress.log(data.caveat)
     start = time.perf_counter()
     with progress.session():
         done = run_matrix(plan, progress, data)
     elapsed = time.perf_counter() - start
-    settings = settings_of(plan)
+    settings = settings_of(plan, data)
     settings["command"] = command
     board = write_reports(plan.dataset_dir, settings)
     console.print()
@@ -201,7 +208,7 @@ def check_writable(plan: RunPlan) -> None:
         ) from None
 
 
-def settings_of(plan: RunPlan) -> dict[str, Any]:
+def settings_of(plan: RunPlan, data: ImageData | None = None) -> dict[str, Any]:
     """What a leaderboard states so that it can be reproduced from its own header."""
     settings = {
         "dataset": plan.dataset.name,
@@ -221,6 +228,10 @@ def settings_of(plan: RunPlan) -> dict[str, Any]:
         settings["recipe_by_model"] = {arch: asdict(recipe) for arch, recipe in plan.recipe_by_model.items()}
     if plan.paper:
         settings["paper"] = plan.paper
+        if plan.paper_differences:
+            settings["paper_differences"] = plan.paper_differences
+    if data is not None and data.caveat:
+        settings["data"] = data.caveat
     if plan.teacher_file is not None:
         settings["teacher_weights"] = plan.teacher_file.describe()
     return settings

@@ -71,7 +71,7 @@ def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.Da
     frame = records_frame(records)
     board = leaderboard_frame(frame)
     if (settings or {}).get("paper"):
-        board = with_paper_figures(board, settings["paper"])
+        board = with_paper_figures(board, settings["paper"], comparable=not settings.get("paper_differences"))
     title = str((settings or {}).get("dataset", folder.name))
     atomic_write_text(folder / "records.csv", frame.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(folder / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f"))

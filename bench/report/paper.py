@@ -40,9 +40,10 @@ def check_paper_table(name: str) -> None:
         raise ConfigError(f"unknown paper table {name!r}; known: {', '.join(paper_tables())} (in {PAPER_RESULTS}/)")
 
 
-def with_paper_figures(board: pd.DataFrame, table: str) -> pd.DataFrame:
-    """``board`` (a leaderboard frame) plus ``<measured> paper`` and ``<measured> paper_delta`` where
-    ``table`` has the figure, for ``teacher_acc`` and every ``<attack>/<student> acc`` column."""
+def with_paper_figures(board: pd.DataFrame, table: str, *, comparable: bool = True) -> pd.DataFrame:
+    """``board`` (a leaderboard frame) plus ``<measured> paper`` and, where the run's settings are the
+    paper's (``comparable``), ``<measured> paper_delta``, wherever ``table`` has the figure, for
+    ``teacher_acc`` and every ``<attack>/<student> acc`` column."""
     rows = published()[published().table == table]
     figures = {tuple(row[KEY]): row.accuracy for _, row in rows.iterrows()}
     pairs = [c.removesuffix(" acc") for c in board.columns if c.endswith(" acc") and "/" in c]
@@ -59,14 +60,18 @@ def with_paper_figures(board: pd.DataFrame, table: str) -> pd.DataFrame:
         for column, key in lookups.items():
             if key in figures:
                 board.loc[index, f"{column} paper"] = figures[key]
-                board.loc[index, f"{column} paper_delta"] = row[column] - figures[key]
+                if comparable:
+                    board.loc[index, f"{column} paper_delta"] = row[column] - figures[key]
     return board
 
 
 def paper_note(row: pd.Series, column: str) -> str:
-    """`` · paper 87.75, Δ −0.63`` for a measured ``column`` with a published figure, else nothing."""
+    """`` · paper 87.75, Δ −0.63`` for a measured ``column`` with a published figure, `` · paper 87.75
+    (other settings)`` where the run's settings are not the paper's, else nothing."""
     paper = row.get(f"{column} paper")
     if paper is None or pd.isna(paper):
         return ""
+    if f"{column} paper_delta" not in row.index:
+        return f" · paper {paper:.2f} (other settings)"
     delta = row.get(f"{column} paper_delta")
     return f" · paper {paper:.2f}" + ("" if pd.isna(delta) else f", Δ {delta:+.2f}")

@@ -111,7 +111,17 @@ def applicable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
-HEADER_SKIPS = ("recipe", "recipe_by_model", "command", "commands", "plugins", "files", "teacher_weights")
+HEADER_SKIPS = (
+    "recipe",
+    "recipe_by_model",
+    "command",
+    "commands",
+    "plugins",
+    "files",
+    "teacher_weights",
+    "paper_differences",
+    "data",
+)
 
 
 def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
@@ -172,11 +182,23 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
         "",
     ]
     if any(c.endswith(" paper") for c in board.columns):
-        out += [
-            f"“paper X, Δ Y”: the figure published in the paper (table `{settings.get('paper', '?')}` of "
-            "bench/paper_results/) and the measured minus the published figure, in points.",
-            "",
-        ]
+        table = f"table `{settings.get('paper', '?')}` of bench/paper_results/"
+        differences = settings.get("paper_differences") or []
+        if differences:
+            out += [
+                f"“paper X (other settings)”: the figure published in the paper ({table}), measured with other "
+                f"settings than this run's ({'; '.join(differences)}): the two are not comparable, and no "
+                "difference is shown.",
+                "",
+            ]
+        else:
+            out += [
+                f"“paper X, Δ Y”: the figure published in the paper ({table}) and the measured minus the "
+                "published figure, in points.",
+                "",
+            ]
+    if settings.get("data"):
+        out += [f"Data: {settings['data']}.", ""]
     out += [
         *_markdown(matrix_table(board)),
         "",

@@ -57,9 +57,14 @@ class Recipe:
         decay (``train.epochs=12`` with the default milestones 80 and 120)."""
         late = [m for m in self.milestones if m >= self.epochs]
         if self.schedule == "multistep" and late:
+            allowed = (
+                f"milestones 1 to {self.epochs - 1}"
+                if self.epochs > 1
+                else f"no milestone fits in {where}.epochs=1: set {where}.schedule=cosine or constant"
+            )
             raise ConfigError(
                 f"{where}.milestones {list(self.milestones)}: {', '.join(map(str, late))} not before the last of "
-                f"{where}.epochs={self.epochs}; allowed: epochs 1 to {self.epochs - 1} (or train.schedule=cosine)"
+                f"{where}.epochs={self.epochs}; allowed: {allowed} (or {where}.schedule=cosine)"
             )
 
 
