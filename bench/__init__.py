@@ -6,9 +6,17 @@ imported on first use (PEP 562), so ``import kdbench`` imports nothing else of t
 """
 
 import importlib
+import os
 from typing import Any
 
 from kdbench.version import __version__
+
+# OpenMP threads waiting for work sleep instead of spinning (the PASSIVE policy): on a machine that
+# other work shares, two spinning threads trained resnetc20 at a quarter of the speed, while on an
+# idle one sleeping costs a few per cent (docs/performance.md, "Threads"). Set before torch loads
+# its OpenMP runtime, so in every process that imports kdbench first (the bench command and its
+# worker processes, which inherit it); a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __all__ = ["__version__", "evaluate"]
 

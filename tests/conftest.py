@@ -93,3 +93,27 @@ def write_cifar(monkeypatch):
         return splits
 
     return write
+
+
+@pytest.fixture
+def small_cifar10(monkeypatch):
+    """A writer of CIFAR-10's JPEG layout (train/<class>/*.jpg, test/<class>/*.jpg) with 3 + 2 images
+    per class under a folder, each a solid colour that encodes its split, class and index; the layout
+    checks, which expect a complete copy, are told to expect that many."""
+    from PIL import Image
+
+    from kdbench.data import cifar
+
+    per_class = {"train": 3, "test": 2}
+    monkeypatch.setattr(cifar, "CIFAR10_SIZES", {split: n * 10 for split, n in per_class.items()})
+
+    def write(root: Path) -> None:
+        for split, count in per_class.items():
+            for label, name in enumerate(cifar.CIFAR10_CLASSES):
+                folder = root / split / name
+                folder.mkdir(parents=True)
+                for i in range(count):
+                    colour = (label * 25, i * 60, 200 if split == "train" else 40)
+                    Image.new("RGB", (32, 32), colour).save(folder / f"{i:04d}.jpg", quality=95)
+
+    return write

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from kdbench.data import cifar
 from kdbench.data.catalogue import load_dataset
@@ -17,32 +16,14 @@ from kdbench.data.images import DatasetConfig
 from kdbench.errors import DatasetNotFoundError
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / cifar.CIFAR10_JPEG_ARCHIVE
-PER_CLASS = {"train": 3, "test": 2}
-
-
-@pytest.fixture
-def small_cifar(monkeypatch):
-    """The layout checks expect a complete copy; these tests write a small one (3 + 2 per class)."""
-    monkeypatch.setattr(cifar, "CIFAR10_SIZES", {split: n * 10 for split, n in PER_CLASS.items()})
-
-
-def write_tree(root: Path) -> None:
-    """CIFAR-10's JPEG layout: each image a solid colour that encodes its split, class and index."""
-    for split, count in PER_CLASS.items():
-        for label, name in enumerate(cifar.CIFAR10_CLASSES):
-            folder = root / split / name
-            folder.mkdir(parents=True)
-            for i in range(count):
-                colour = (label * 25, i * 60, 200 if split == "train" else 40)
-                Image.new("RGB", (32, 32), colour).save(folder / f"{i:04d}.jpg", quality=95)
 
 
 def load(root: Path, **options) -> object:
     return load_dataset(DatasetConfig(name="cifar10", data_root=str(root), **options))
 
 
-def test_the_extracted_tree_is_found_at_data_root_or_under_cifar10(tmp_path, small_cifar):
-    write_tree(tmp_path / "cifar10")
+def test_the_extracted_tree_is_found_at_data_root_or_under_cifar10(tmp_path, small_cifar10):
+    small_cifar10(tmp_path / "cifar10")
     data = load(tmp_path)
     assert (len(data.train), len(data.test), data.num_classes, data.input_shape) == (30, 20, 10, (3, 32, 32))
     assert data.train.y.tolist() == [label for label in range(10) for _ in range(3)]
@@ -51,8 +32,8 @@ def test_the_extracted_tree_is_found_at_data_root_or_under_cifar10(tmp_path, sma
     assert torch.equal(again.train.x, data.train.x) and torch.equal(again.test.y, data.test.y)
 
 
-def test_the_archive_is_read_without_extracting_it_and_gives_the_trees_images(tmp_path, small_cifar):
-    write_tree(tmp_path / "tree" / "cifar10")
+def test_the_archive_is_read_without_extracting_it_and_gives_the_trees_images(tmp_path, small_cifar10):
+    small_cifar10(tmp_path / "tree" / "cifar10")
     with tarfile.open(tmp_path / cifar.CIFAR10_JPEG_ARCHIVE, "w:gz") as tar:
         tar.add(tmp_path / "tree" / "cifar10" / "test", arcname="test")  # test first, as the real archive
         tar.add(tmp_path / "tree" / "cifar10" / "train", arcname="train")
@@ -64,8 +45,8 @@ def test_the_archive_is_read_without_extracting_it_and_gives_the_trees_images(tm
     assert list((tmp_path / ".kdbench-decoded").glob("cifar10-jpeg-*.pt"))  # decoded once, kept beside it
 
 
-def test_a_read_only_copy_is_decoded_once_into_the_users_cache(tmp_path, small_cifar, monkeypatch):
-    write_tree(tmp_path / "data" / "cifar10")
+def test_a_read_only_copy_is_decoded_once_into_the_users_cache(tmp_path, small_cifar10, monkeypatch):
+    small_cifar10(tmp_path / "data" / "cifar10")
     (tmp_path / "data" / "cifar10").chmod(0o555)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     try:
@@ -85,8 +66,8 @@ def test_no_layout_is_one_line_naming_every_layout_and_download(tmp_path):
         assert expected in message
 
 
-def test_a_copy_that_is_not_cifar10_is_refused(tmp_path, small_cifar):
-    write_tree(tmp_path)
+def test_a_copy_that_is_not_cifar10_is_refused(tmp_path, small_cifar10):
+    small_cifar10(tmp_path)
     (tmp_path / "test" / "ship").rename(tmp_path / "test" / "boat")
     with pytest.raises(DatasetNotFoundError, match=r"classes .*boat.* in test/; CIFAR-10's are airplane"):
         load(tmp_path)

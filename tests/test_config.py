@@ -127,7 +127,8 @@ def test_the_command_line_wins_over_the_dataset_defaults():
         ("seeds=abc", r"seeds must be a positive integer"),
         (
             "train.epochs=12 train.schedule=multistep train.milestones=[80,120]",
-            r"^train.milestones \[80, 120\]: 80, 120 not before the last of train.epochs=12; allowed: milestones 1 to 11",
+            r"^train.milestones \[80, 120\]: 80, 120 not before the last of train.epochs=12; "
+            r"allowed: milestones 1 to 11",
         ),
         ("train.epochs=100 train.schedule=multistep train.milestones=[50,100]", r"100 not before the last of"),
         ("dataset=cifar10 device=cpu train.epochs=12", r"train.milestones \[80, 120\]: 80, 120 not before"),

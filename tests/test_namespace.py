@@ -245,3 +245,20 @@ def test_the_engine_folder_reads_as_its_architecture():
     assert len(top) <= 12, top
     packages = {p.name for p in (ROOT / "bench").iterdir() if (p / "__init__.py").exists()}
     assert {"plugins", "config", "data", "models", "training", "serving", "store", "matrix", "report"} <= packages
+
+
+def test_the_suites_processes_let_waiting_openmp_threads_sleep(tmp_path):
+    """Importing kdbench before torch sets OMP_WAIT_POLICY=PASSIVE for the process and the workers it
+    starts; a policy the user chose is kept."""
+    code = "import os, kdbench, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_WAIT_POLICY")}
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert chosen.stdout.strip() == "PASSIVE", chosen.stderr
+    kept = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+        timeout=300,
+    )
+    assert kept.stdout.strip() == "ACTIVE", kept.stderr
