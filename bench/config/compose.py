@@ -47,7 +47,7 @@ def compose_config(overrides: list[str], values: Mapping[str, Any] | None = None
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigError(hydra_message(err)) from None
     for key, value in (values or {}).items():
-        if key.split(".")[0] in GROUPS and "." not in key:
+        if key in GROUPS:
             raise ConfigError(f"{key} is a config group: choose it as an override ({key}=<name>), not a value")
         try:
             OmegaConf.update(cfg, key, value, merge=False)

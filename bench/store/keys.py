@@ -18,7 +18,7 @@ from kdbench.models import architecture_fingerprint
 from kdbench.plugins.fingerprint import code_fingerprint
 
 
-class RunPlan(Protocol):
+class KeyedPlan(Protocol):
     """What a key reads of a run plan (:class:`kdbench.config.plan.RunPlan`, which imports the API
     that builds teacher keys: named here by its shape, not imported)."""
 
@@ -36,7 +36,7 @@ class RunPlan(Protocol):
     def attack(self, name: str) -> Any: ...
 
 
-class Cell(Protocol):
+class KeyedCell(Protocol):
     """What a key reads of a cell (:class:`kdbench.config.plan.Cell`)."""
 
     teacher: str
@@ -64,7 +64,7 @@ def options_identity(options: Any) -> dict[str, Any]:
     return identity() if callable(identity) else asdict(options)
 
 
-def network_identity(plan: RunPlan, arch: str, seed: int) -> dict[str, Any]:
+def network_identity(plan: KeyedPlan, arch: str, seed: int) -> dict[str, Any]:
     """What determines any network of architecture ``arch`` that ``plan`` trains at ``seed``.
 
     The common part of every key: a teacher's adds its defense, a baseline's its kind.
@@ -81,7 +81,7 @@ def network_identity(plan: RunPlan, arch: str, seed: int) -> dict[str, Any]:
     }
 
 
-def teacher_identity(plan: RunPlan, arch: str, seed: int) -> dict[str, Any]:
+def teacher_identity(plan: KeyedPlan, arch: str, seed: int) -> dict[str, Any]:
     """The common part of a teacher's key: with teacher_weights, the file's sha256 too, so every
     network and cell built from another file is computed anew."""
     identity = network_identity(plan, arch, seed)
@@ -96,7 +96,7 @@ def teacher_key(identity: dict[str, Any], kind: str, options: dict[str, Any], mo
     return config_hash({**identity, "kind": kind, "options": options, "code": code_fingerprint(module)})
 
 
-def baseline_key(plan: RunPlan, arch: str, seed: int) -> str:
+def baseline_key(plan: KeyedPlan, arch: str, seed: int) -> str:
     """The student of architecture ``arch`` trained from scratch on the labels: its baseline."""
     return config_hash({**network_identity(plan, arch, seed), "kind": "scratch"})
 
@@ -109,7 +109,7 @@ class CellKey:
     code: dict[str, dict[str, Any]]  # "defense" / "attack" → package, version, source hash
 
 
-def cell_spec(plan: RunPlan, cell: Cell) -> dict[str, Any]:
+def cell_spec(plan: KeyedPlan, cell: KeyedCell) -> dict[str, Any]:
     """Everything that determines ``cell``'s result; its hash is the cell's key."""
     attack_options = asdict(plan.attacks[cell.attack])
     if cell.attack in plan.attack_bases:
@@ -128,6 +128,6 @@ def cell_spec(plan: RunPlan, cell: Cell) -> dict[str, Any]:
     }
 
 
-def cell_key(plan: RunPlan, cell: Cell) -> CellKey:
+def cell_key(plan: KeyedPlan, cell: KeyedCell) -> CellKey:
     spec = cell_spec(plan, cell)
     return CellKey(config_hash(spec), {"defense": spec["defense_code"], "attack": spec["attack_code"]})
