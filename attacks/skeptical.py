@@ -114,7 +114,7 @@ class SkepticalStudent(Attack):
         kd_delay = cfg.delay(recipe.epochs)
         epoch_now = [0]
 
-        answered, steps = answered_batches(data, teacher, recipe.batch_size, ctx.generator)
+        answered, steps = answered_batches(data, teacher, recipe.batch_size, ctx.generator, seed=ctx.trainer.seed)
 
         def batches(epoch: int) -> Iterator[tuple[Tensor, Answered]]:
             epoch_now[0] = epoch

@@ -288,3 +288,13 @@ def test_an_option_error_names_the_column_it_was_given_under():
     variant = "+attack_variants.kd_hot={base: kd, tau: -2}"
     with pytest.raises(ConfigError, match=r"^attack_variants\.kd_hot\.tau must be > 0, got -2"):
         plan_from_config(compose_config(["preset=tiny", "attack=kd", variant]))
+
+
+def test_a_run_compares_with_the_reference_folder_its_preset_names(tmp_path):
+    assert plan_from_config(compose_config(["preset=tiny"])).reference_name == "synthetic"  # the dataset's
+    plan = plan_from_config(compose_config(["preset=cifar10_cpu", f"results_dir={tmp_path}"]))
+    assert plan.reference_name == "cifar10_cpu"
+    assert plan.dataset.name == "cifar10"
+    for bad in ("a/b", "..", "''"):
+        with pytest.raises(ConfigError, match="reference_name must be a folder name inside reference_dir"):
+            plan_from_config(compose_config(["preset=tiny", f"reference_name={bad}"]))

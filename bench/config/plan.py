@@ -83,6 +83,7 @@ class RunPlan:
     # own differences, then each setting the command line changed): none, or no Δ beside the figures
     paper_differences: list[str] = field(default_factory=list)
     reference_dir: Path | None = None  # committed reference runs to compare with (never written)
+    reference_name: str = ""  # the folder of reference_dir this run compares with (default: the dataset's name)
     rerun: bool = False  # recompute the selected cells, retrain their networks
     started_at: float = 0.0  # time.time() when planned: with rerun, networks older than this retrain
     command: str = ""  # the command line that asked for this run, kept in every record it writes
@@ -236,6 +237,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         threads=resolve_threads(cfg.get("threads", "auto"), workers),
         paper=None if paper is None else str(paper),
         reference_dir=reference_dir,
+        reference_name=_reference_name(cfg.get("reference_name"), dataset.name),
         rerun=rerun,
         started_at=time.time(),
         attack_bases=attack_bases,
@@ -300,6 +302,15 @@ def _inside(path: Path, folder: Path) -> bool:
     """Whether ``path`` is ``folder`` or lies under it (both resolved, so links and ``..`` count)."""
     path, folder = path.resolve(), folder.resolve()
     return path == folder or folder in path.parents
+
+
+def _reference_name(setting: Any, dataset: str) -> str:
+    if setting is None:
+        return dataset
+    name = str(setting)
+    if not isinstance(setting, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"reference_name must be a folder name inside reference_dir (no '/'), got {setting!r}")
+    return name
 
 
 def _heartbeat(setting: Any) -> float:

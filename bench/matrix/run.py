@@ -146,7 +146,7 @@ def run_command(
     print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
     console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")
     if plan.reference_dir is not None:
-        comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.dataset.name)
+        comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.reference_name)
         if comparison is not None:
             console.print(comparison.summary(), soft_wrap=True)
     return plan, done

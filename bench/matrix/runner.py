@@ -28,9 +28,10 @@ from kdbench.progress import Progress
 from kdbench.serving.owner_cost import owner_cost
 from kdbench.serving.teacher import Access, Teacher, TeacherAPI
 from kdbench.serving.threat_model import attacker_inputs
+from kdbench.store.answer_memo import CachedAnswers
 from kdbench.store.atomic import atomic_write_text
 from kdbench.store.cache import ArtifactCache, file_digest
-from kdbench.store.keys import CellKey, baseline_key, teacher_identity
+from kdbench.store.keys import CellKey, baseline_key, server_key, teacher_identity
 from kdbench.store.records import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, CellDetails, Record, RecordStore
 from kdbench.training.loop import Trainer, TrainingDiverged
 
@@ -247,7 +248,7 @@ class Runner:
             details.files = built.files  # the owner's files: where the weights came from
             if self.plan.teacher_file is not None:
                 details.teacher_label = self.plan.teacher_file.label(cell.teacher)
-            fields["student_acc"], details.queries = self.attack(cell, built.teacher)
+            fields["student_acc"], details.queries = self.attack(cell, built)
             fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
         except TrainingDiverged as err:
             status, reason = STATUS_DIVERGED, str(err)
@@ -278,26 +279,27 @@ class Runner:
         atomic_write_text(path, f"{cell.name}: {err}\n\n{err.traceback}")
         return path
 
-    def attack(self, cell: Cell, teacher: Teacher) -> tuple[float, int | None]:
+    def attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None]:
         """The student's test accuracy after the attack, and how many inputs it queried (None: white box)."""
         try:
             with options_of(f"attack.{cell.attack}"):
-                return self._attack(cell, teacher)
+                return self._attack(cell, built)
         except (TrainingDiverged, BenchError):
             raise
         except Exception as err:  # a bug in the attack: this cell fails, the matrix goes on
             raise PluginFailed(f"attack {cell.attack!r}", err) from err
 
-    def _attack(self, cell: Cell, teacher: Teacher) -> tuple[float, int | None]:
+    def _attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None]:
         trainer = self.trainer(cell.seed, cell.student_arch)
         generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")
         student = create_model(cell.student_arch, self.data.num_classes, self.data.input_shape).to(self.plan.device)
         attack = self.plan.attack(cell.attack)
-        view: Teacher | TeacherAPI = (
-            teacher
-            if attack.access is Access.WHITE_BOX
-            else teacher.api(attack.access, attack.query_budget, top_k=attack.top_k)
-        )
+        view: Teacher | TeacherAPI = built.teacher
+        if attack.access is not Access.WHITE_BOX:
+            # cells asking this API the same inputs (another student, attack or KD temperature) share its answers
+            server = server_key(self.plan, cell, built.weights, attack.access.value, attack.top_k)
+            memo = CachedAnswers(self.cache, server, fresh_after=self.plan.started_at if self.plan.rerun else None)
+            view = built.teacher.api(attack.access, attack.query_budget, top_k=attack.top_k, memo=memo)
         ctx = AttackContext(
             trainer=trainer,
             num_classes=self.data.num_classes,

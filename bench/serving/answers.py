@@ -1,9 +1,14 @@
 """Batches that carry the teacher's answers, for every attack that distils on the training inputs.
 
-When the inputs are the same every epoch (no augmentation), the teacher is asked once per input and
-its answers are stored, as a real attacker with a query bill would do: one query per input instead
-of one per input per epoch, and no teacher forward in the training step. With augmentation every
-epoch shows new inputs, so the teacher is asked batch by batch.
+The teacher is asked about whole pools of inputs at once, never batch by batch:
+
+- Without augmentation the inputs are the same every epoch, so the teacher is asked once per input
+  and its answers are kept, as a real attacker with a query bill would do.
+- With augmentation, each epoch is one augmented view of the whole training split, asked at once.
+  With a ``seed`` (the trainer's), epoch e's view depends on that seed and e alone, not on who
+  asks: every cell that distils from the same served teacher at the same seed asks the same
+  questions, and an API with a memo (:class:`~kdbench.serving.teacher.TeacherAPI`) computes their
+  answers once for all of them. A student still sees its own shuffled order of each view.
 """
 
 from __future__ import annotations
@@ -15,10 +20,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from kdbench.data.images import ImageData, index_batches
+from kdbench.data.images import ImageData, index_batches, random_crop_flip
+from kdbench.serving.teacher import TeacherAPI, answer_in_chunks
 from kdbench.training.losses import finite_logits
+from kdbench.training.seeds import derive_seed
 
 Ask = Callable[[Tensor], Tensor]  # inputs → the teacher's answers (an API, or a frozen network)
+
+VIEW_CHUNK = 8192  # images augmented at once: bounds the index tensors of a 50,000-image view
 
 
 class Answered(NamedTuple):
@@ -28,32 +37,40 @@ class Answered(NamedTuple):
     teacher: Tensor  # the teacher's answer to each input
 
 
-ASK_CHUNK = 1024  # inputs per teacher call when a whole pool is asked at once
-
-
 def ask_in_chunks(ask: Ask, inputs: Tensor, *, prepare: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-    """The teacher's answers to every row of ``inputs``, asked :data:`ASK_CHUNK` rows at a time
+    """The teacher's answers to every row of ``inputs``, asked in fixed chunks
     (``prepare``, e.g. normalisation, applied to each chunk first); usable outside inference mode."""
-    with torch.inference_mode():
-        answers = torch.cat([ask(prepare(x) if prepare else x) for x in inputs.split(ASK_CHUNK)])
-    return finite_logits(answers.clone())
+    if isinstance(ask, TeacherAPI):
+        return finite_logits(ask.ask_pool(inputs, prepare))
+    return finite_logits(answer_in_chunks(ask, inputs, prepare))
+
+
+def augmented_view(images: Tensor, generator: torch.Generator) -> Tensor:
+    """One random crop (padding 4) and horizontal flip of every image, drawn from ``generator``."""
+    return torch.cat([random_crop_flip(chunk, padding=4, generator=generator) for chunk in images.split(VIEW_CHUNK)])
 
 
 def answered_batches(
-    data: ImageData, ask: Ask, batch_size: int, generator: torch.Generator
+    data: ImageData, ask: Ask, batch_size: int, generator: torch.Generator, *, seed: int | None = None
 ) -> tuple[Callable[[int], Iterator[tuple[Tensor, Answered]]], int]:
-    """``(batches(epoch), steps_per_epoch)`` over the shuffled training split, with the teacher's answers."""
+    """``(batches(epoch), steps_per_epoch)`` over the shuffled training split, with the teacher's answers.
+
+    ``generator`` shuffles; with augmentation, ``seed`` draws the views (the same for every caller
+    with that seed), or without it ``generator`` draws them too.
+    """
     train = data.train
-    stored = None if data.augment else ask_in_chunks(ask, train.x, prepare=data.normalize)
+    fixed = None if data.augment else ask_in_chunks(ask, train.x, prepare=data.normalize)
+    views_seed = seed if seed is not None or not data.augment else int(torch.randint(2**62, (1,), generator=generator))
+
+    def view(epoch: int) -> tuple[Tensor, Tensor]:
+        if fixed is not None:
+            return train.x, fixed
+        drawn = augmented_view(train.x, torch.Generator().manual_seed(derive_seed(views_seed, f"views/{epoch}")))
+        return drawn, ask_in_chunks(ask, drawn, prepare=data.normalize)
 
     def batches(epoch: int) -> Iterator[tuple[Tensor, Answered]]:
+        images, answers = view(epoch)
         for idx in index_batches(len(train), batch_size, shuffle=True, generator=generator, device=train.x.device):
-            x = data.inputs(train, idx, augment=data.augment, generator=generator)
-            if stored is not None:
-                yield x, Answered(train.y[idx], stored[idx])
-                continue
-            with torch.inference_mode():
-                answers = ask(x)
-            yield x, Answered(train.y[idx], finite_logits(answers.clone()))
+            yield data.normalize(images[idx]), Answered(train.y[idx], answers[idx])
 
     return batches, math.ceil(len(train) / batch_size)

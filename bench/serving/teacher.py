@@ -22,6 +22,21 @@ from kdbench.serving.threat_model import Access
 
 ServeFn = Callable[[Tensor], Tensor]
 Perturbation = Callable[[Tensor, Tensor], Tensor]  # (clean logits, inputs) → served logits
+Prepare = Callable[[Tensor], Tensor]  # stored inputs → what the network takes (normalisation)
+# (a pool of inputs, its preparation, a function computing the answers to it) → the answers, possibly
+# kept from an earlier computation of the same prepared pool by the same server (kdbench.store.answer_memo)
+AnswerMemo = Callable[[Tensor, Prepare | None, Callable[[], Tensor]], Tensor]
+
+ASK_CHUNK = 1024  # inputs per teacher call when a whole pool is asked at once
+
+
+def answer_in_chunks(ask: ServeFn, inputs: Tensor, prepare: Prepare | None = None) -> Tensor:
+    """``ask``'s answers to every row of ``inputs``, :data:`ASK_CHUNK` rows at a time (``prepare``
+    applied to each chunk first). Always the same chunks, so a pool's answers are the same bits
+    whoever asks it."""
+    with torch.inference_mode():
+        answers = torch.cat([ask(prepare(x) if prepare else x) for x in inputs.split(ASK_CHUNK)])
+    return answers.clone()  # a normal tensor, usable in autograd outside inference mode
 
 
 class Teacher:
@@ -63,10 +78,12 @@ class Teacher:
     def __call__(self, x: Tensor) -> Tensor:
         return self.serve(x)
 
-    def api(self, access: Access, budget: int | None = None, *, top_k: int | None = None) -> TeacherAPI:
+    def api(
+        self, access: Access, budget: int | None = None, *, top_k: int | None = None, memo: AnswerMemo | None = None
+    ) -> TeacherAPI:
         if access is Access.WHITE_BOX:
             raise ValueError("a white-box attack gets the Teacher itself, not an API")
-        return TeacherAPI(self.serve, access, budget, top_k=top_k)
+        return TeacherAPI(self.serve, access, budget, top_k=top_k, memo=memo)
 
 
 class QueryBudgetExceeded(BenchError):
@@ -77,10 +94,20 @@ class TeacherAPI:
     """A deployed model: returns detached outputs at one access level, within a query budget.
 
     It holds only the serving function, never the module, so an attacker holding it cannot reach
-    the parameters through it.
+    the parameters through it. With a ``memo`` (set by the runner), a whole pool asked at once
+    (:meth:`ask_pool`) is answered from an earlier run of the same server on the same pool, if
+    any: the answers are the same bits either way, and the queries are counted either way.
     """
 
-    def __init__(self, serve: ServeFn, access: Access, budget: int | None, *, top_k: int | None = None) -> None:
+    def __init__(
+        self,
+        serve: ServeFn,
+        access: Access,
+        budget: int | None,
+        *,
+        top_k: int | None = None,
+        memo: AnswerMemo | None = None,
+    ) -> None:
         if budget is not None and budget <= 0:
             raise ConfigError(f"a query budget must be a positive number of inputs, got {budget}")
         if (access is Access.TOP_K) != (top_k is not None):
@@ -92,14 +119,28 @@ class TeacherAPI:
         self.budget = budget
         self.top_k = top_k
         self.queries = 0
+        self._memo = memo
 
     def __call__(self, x: Tensor) -> Tensor:
-        n = x.shape[0]
+        self._spend(x.shape[0])
+        return self._answer(x)
+
+    def ask_pool(self, inputs: Tensor, prepare: Prepare | None = None) -> Tensor:
+        """The answers to every row of ``inputs`` (``prepare``, e.g. normalisation, applied first),
+        asked in fixed chunks: one query per row."""
+        self._spend(inputs.shape[0])
+        if self._memo is None:
+            return answer_in_chunks(self._answer, inputs, prepare)
+        return self._memo(inputs, prepare, lambda: answer_in_chunks(self._answer, inputs, prepare))
+
+    def _spend(self, n: int) -> None:
         if self.budget is not None and self.queries + n > self.budget:
             raise QueryBudgetExceeded(
                 f"query budget of {self.budget} inputs spent ({self.queries} used, {n} more asked)"
             )
         self.queries += n
+
+    def _answer(self, x: Tensor) -> Tensor:
         with torch.inference_mode():
             logits = self.__serve(x)
             if self.access is Access.PROBABILITIES:

@@ -128,6 +128,23 @@ def cell_spec(plan: KeyedPlan, cell: KeyedCell) -> dict[str, Any]:
     }
 
 
+def server_key(plan: KeyedPlan, cell: KeyedCell, weights: dict[str, str], access: str, top_k: int | None) -> str:
+    """What the API of ``cell``'s defended teacher answers at ``access``: the served network (its
+    checkpoints' digests in ``weights``) and the defense's options and code, not the attack or the
+    student. Answers kept under it are shared by every cell that asks that API the same inputs."""
+    spec = cell_spec(plan, cell)
+    return config_hash(
+        {
+            **teacher_identity(plan, cell.teacher, cell.seed),
+            "defense": spec["defense"],
+            "defense_code": spec["defense_code"],
+            "weights": weights,
+            "access": access,
+            "top_k": top_k,
+        }
+    )
+
+
 def cell_key(plan: KeyedPlan, cell: KeyedCell) -> CellKey:
     spec = cell_spec(plan, cell)
     return CellKey(config_hash(spec), {"defense": spec["defense_code"], "attack": spec["attack_code"]})

@@ -166,9 +166,10 @@ class Trainer:
         recipe: Recipe | None = None,
     ) -> dict[str, float]:
         """``fit`` over the training split where each batch carries the teacher's answers
-        (:class:`kdbench.serving.answers.Answered`): asked once per input when inputs do not change."""
+        (:class:`kdbench.serving.answers.Answered`): asked once per input when inputs do not change,
+        else about each epoch's view of the split, the same views for every cell at this seed."""
         recipe = recipe or self.recipe
-        batches, steps = answered_batches(data, ask, recipe.batch_size, generator)
+        batches, steps = answered_batches(data, ask, recipe.batch_size, generator, seed=self.seed)
         return self.fit(model, objective, batches, steps_per_epoch=steps, description=description, recipe=recipe)
 
     def accuracy(self, predict: Callable[[Tensor], Tensor], data: ImageData) -> float:
