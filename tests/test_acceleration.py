@@ -57,3 +57,42 @@ def test_a_trained_teacher_serves_from_nhwc_weights_on_the_cpu(tmp_path):
         teacher = runner.teacher("digits_cnn", "nasty", 0).teacher
         convs = [m for m in teacher.model.modules() if isinstance(m, torch.nn.Conv2d)]
         assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+
+
+def sgd_steps(prefilled: bool, *, late_head: bool) -> list[torch.Tensor]:
+    """Five steps of the recipe's fused SGD; with ``late_head`` a second head joins the loss at step 3
+    (as the skeptical student's auxiliary heads do after its CE-only epochs)."""
+    torch.manual_seed(0)
+    body, head, late = torch.nn.Linear(6, 4), torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    params = [*body.parameters(), *head.parameters(), *late.parameters()]
+    optimizer = make_optimizer(params, Recipe(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4))
+    if not prefilled:
+        optimizer.state.clear()  # PyTorch's own start: no momentum buffers
+    generator = torch.Generator().manual_seed(1)
+    for step in range(5):
+        features = body(torch.randn(8, 6, generator=generator))
+        loss = head(features).square().mean() + (late(features).square().mean() if late_head and step >= 2 else 0)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return [p.detach().clone() for p in params]
+
+
+def test_fused_sgd_takes_parameters_that_join_the_loss_late_and_steps_as_pytorch_does():
+    # PyTorch's fused SGD alone fails once some parameters have momentum buffers and others not yet
+    with pytest.raises(TypeError, match="expected Tensor"):
+        sgd_steps(prefilled=False, late_head=True)
+    sgd_steps(prefilled=True, late_head=True)
+    ours, pytorch = sgd_steps(prefilled=True, late_head=False), sgd_steps(prefilled=False, late_head=False)
+    assert all(torch.equal(a, b) for a, b in zip(ours, pytorch, strict=True))  # the same bits otherwise
+
+
+def test_the_skeptical_student_trains_with_the_recipes_sgd(tmp_path):
+    """Its auxiliary heads join the loss after the CE-only epochs: with fused SGD this crashed the
+    cell (found on CIFAR-10, whose recipe is SGD; the digits recipe is Adam)."""
+    from kdbench.matrix.run import run_matrix
+
+    overrides = ["preset=tiny", "attack=skeptical", "defense=normal", "train.optimizer=sgd", "train.epochs=4"]
+    plan = plan_from_config(compose_config([*overrides, f"results_dir={tmp_path}", "quiet=true"]))
+    records = run_matrix(plan, Progress(quiet=True))
+    assert [(r.attack, r.status) for r in records] == [("skeptical", "ok")]

@@ -142,14 +142,17 @@ def make_optimizer(params: Iterable[nn.Parameter], recipe: Recipe) -> torch.opti
     params = list(params)
     if recipe.optimizer == "adam":
         return adam(params, recipe.lr, recipe.weight_decay)
-    return torch.optim.SGD(
-        params,
-        lr=recipe.lr,
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-        nesterov=False,
-        fused=can_fuse(params),
+    fused = can_fuse(params)
+    optimizer = torch.optim.SGD(
+        params, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=False, fused=fused
     )
+    if fused and recipe.momentum > 0:
+        # Fused SGD fails when only some parameters have a momentum buffer: a network whose heads
+        # join the loss after the first steps (the skeptical student's) would crash it. A zero
+        # buffer gives the same first step as none (0·momentum + grad = grad, dampening 0).
+        for p in params:
+            optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+    return optimizer
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.optim.lr_scheduler.LRScheduler:
