@@ -195,7 +195,7 @@ class ImageData:
         """The network inputs of examples ``idx`` of ``split``: (augmented and) normalised."""
         x = split.x[idx]
         if augment:
-            x = random_crop_flip(x, padding=4, generator=generator)
+            x = random_crop_flip(x, padding=CROP_PADDING, generator=generator)
         return self.normalize(x)
 
 
@@ -207,6 +207,9 @@ def index_batches(
         torch.randperm(n, generator=generator, device="cpu").to(device) if shuffle else torch.arange(n, device=device)
     )
     yield from order.split(batch_size)
+
+
+CROP_PADDING = 4  # the training augmentation's crop: CIFAR's usual random crop of a 4-pixel padded image
 
 
 def random_crop_flip(x: Tensor, *, padding: int, generator: torch.Generator | None = None) -> Tensor:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from kdbench.data.images import ImageData, index_batches, random_crop_flip
+from kdbench.data.images import CROP_PADDING, ImageData, index_batches, random_crop_flip
 from kdbench.serving.teacher import TeacherAPI, answer_in_chunks
 from kdbench.training.losses import finite_logits
 from kdbench.training.seeds import derive_seed
@@ -46,8 +46,9 @@ def ask_in_chunks(ask: Ask, inputs: Tensor, *, prepare: Callable[[Tensor], Tenso
 
 
 def augmented_view(images: Tensor, generator: torch.Generator) -> Tensor:
-    """One random crop (padding 4) and horizontal flip of every image, drawn from ``generator``."""
-    return torch.cat([random_crop_flip(chunk, padding=4, generator=generator) for chunk in images.split(VIEW_CHUNK)])
+    """The training augmentation (random crop and horizontal flip) of every image, drawn from ``generator``."""
+    views = [random_crop_flip(chunk, padding=CROP_PADDING, generator=generator) for chunk in images.split(VIEW_CHUNK)]
+    return torch.cat(views)
 
 
 def answered_batches(
