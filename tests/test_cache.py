@@ -27,6 +27,36 @@ def test_round_trip_and_no_temporary_files_left(tmp_path):
     assert cache.load("missing", "lin") is None
 
 
+def test_a_checkpoint_copied_over_another_key_or_edited_is_refused_and_an_old_format_one_kept(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    first, second = torch.nn.Linear(3, 2).state_dict(), torch.nn.Linear(3, 2).state_dict()
+    cache.save("a", first, meta={"arch": "lin"})
+    cache.save("b", second, meta={"arch": "lin"})
+    cache.path("b").write_bytes(cache.path("a").read_bytes())
+    with pytest.raises(CorruptArtifactError, match=r"b\.pt holds the network kdbench cached as a, not b"):
+        cache.load("b", "lin")
+
+    payload = torch.load(cache.path("a"), weights_only=True)
+    payload["state_dict"]["bias"][0] += 1e-6  # one value, the metadata kept
+    torch.save(payload, cache.path("a"))
+    with pytest.raises(CorruptArtifactError, match="holds other weights than kdbench wrote"):
+        cache.load("a", "lin")
+
+    # written before checkpoints named their key and digest: loaded as before
+    torch.save({"state_dict": first, "meta": {"arch": "lin"}}, cache.path("old"))
+    assert torch.equal(cache.load("old", "lin")["weight"], first["weight"])
+
+
+def test_the_tensors_digest_reads_values_names_and_dtypes():
+    from kdbench.store.cache import tensors_digest
+
+    state = {"w": torch.arange(6.0).reshape(2, 3), "n": torch.tensor(3)}
+    assert tensors_digest(state) == tensors_digest({k: v.clone() for k, v in reversed(state.items())})
+    assert tensors_digest(state) != tensors_digest({**state, "w": state["w"].reshape(3, 2)})
+    assert tensors_digest(state) != tensors_digest({**state, "w": state["w"].double()})
+    assert tensors_digest(state) != tensors_digest({"v": state["w"], "n": state["n"]})
+
+
 def test_a_checkpoint_of_another_architecture_is_refused(tmp_path):
     cache = ArtifactCache(tmp_path)
     cache.save("k", torch.nn.Linear(3, 2).state_dict(), meta={"arch": "lin"})

@@ -62,8 +62,10 @@ def empty(teacher: Path, folder: Path) -> str:
 
 
 def other_shapes(teacher: Path, folder: Path) -> str:
-    """The right architecture's name over weights of other shapes."""
+    """The right architecture's name over weights of other shapes, in a checkpoint of the format
+    before key and digest were written (which would refuse it first): the shapes are checked too."""
     payload = torch.load(teacher, weights_only=True)
+    del payload["meta"]["key"], payload["meta"]["tensors_sha256"]
     name, tensor = next(iter(payload["state_dict"].items()))
     payload["state_dict"][name] = torch.zeros(tensor.shape[0] + 1, *tensor.shape[1:])
     torch.save(payload, teacher)
@@ -113,3 +115,53 @@ def test_a_planted_pickle_is_never_executed_and_deleting_it_retrains(tmp_path, p
     assert not marker.exists()
     assert {r["status"] for r in records(folder).values()} == {"ok"}
     assert "2 cell(s) computed, 0 reused" in capsys.readouterr().out
+
+
+def same_architecture_other_network(teacher: Path, folder: Path) -> str:
+    """Another cached network of the same architecture copied over this one's name."""
+    shutil.copyfile(cached(folder, "normal"), teacher)
+    return "holds the network kdbench cached as"
+
+
+def edited_in_place(teacher: Path, folder: Path) -> str:
+    """The right file, its weights edited and saved again with its metadata."""
+    payload = torch.load(teacher, weights_only=True)
+    name = next(iter(payload["state_dict"]))
+    payload["state_dict"][name] = payload["state_dict"][name] + 1.0
+    torch.save(payload, teacher)
+    return "holds other weights than kdbench wrote (edited or damaged)"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("corrupt", [truncate, swap_architecture, same_architecture_other_network, edited_in_place])
+def test_the_same_command_after_a_checkpoint_is_replaced_recomputes_exactly_its_cells(
+    tmp_path, pristine, corrupt, workers, capsys
+):
+    """The replaced file is the nasty teacher's, which only the nasty cell was computed from: that
+    cell is recomputed and refused (never served from other bytes), the normal cell's record kept."""
+    shutil.copytree(pristine, tmp_path, dirs_exist_ok=True)
+    folder = tmp_path / "synthetic"
+    before = {p.name: p.read_bytes() for p in (folder / "records").glob("*.json")}
+    teacher = cached(folder, "nasty")
+    problem = corrupt(teacher, folder)
+    capsys.readouterr()
+
+    nasty, normal = "digits_cnn__nasty__kd__mlp__seed0", "digits_cnn__normal__kd__mlp__seed0"
+    threads = json.loads(before[f"{normal}.json"])["details"]["threads"]  # part of every key on the CPU
+    assert main(["run", *TINY, f"results_dir={tmp_path}", f"workers={workers}", f"threads={threads}"]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"failed: {nasty}: checkpoint {teacher} ") and problem in line
+    assert line.endswith("delete it to retrain")
+    assert (folder / "records" / f"{normal}.json").read_bytes() == before[f"{normal}.json"]
+    assert records(folder)[nasty]["status"] == "failed"
+
+    if workers == 1:  # deleting the file, as the line says, retrains the same network
+        teacher.unlink()
+        assert main(["run", *TINY, f"results_dir={tmp_path}"]) == 0
+        again = json.loads((folder / "records" / f"{nasty}.json").read_text())
+        first = json.loads(before[f"{nasty}.json"])
+        assert (again["status"], again["teacher_acc"], again["student_acc"]) == (
+            "ok",
+            first["teacher_acc"],
+            first["student_acc"],
+        )

@@ -3,6 +3,8 @@
 Every file is written atomically (a temporary file in the same folder, then ``os.replace``), so a
 run killed at any moment leaves either the old file, the new one, or a stray ``.tmp`` that nothing
 reads. Checkpoints are loaded with ``weights_only=True``: a pickle that would run code is refused.
+Each checkpoint names its key and a digest of its tensors, both checked on load, so a file copied
+over another's name or edited in place is refused instead of serving another network's results.
 
 Several ``bench run`` processes may share one cache (one results folder, or a shared filesystem on
 a cluster): each artifact is built under an exclusive ``flock`` on ``<key>.pt.lock``, so a second
@@ -29,8 +31,6 @@ from torch import nn
 from kdbench.errors import BenchError
 from kdbench.store.atomic import atomic_write
 
-# Bump when a change to the training code makes old artifacts wrong, so they are not reused.
-
 
 class CorruptArtifactError(BenchError):
     pass
@@ -46,14 +46,27 @@ class ArtifactCache:
         return self.root / f"{key}.pt"
 
     def save(self, key: str, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "meta": meta}
+        tensors = {k: v.detach().cpu() for k, v in state_dict.items()}
+        payload = {"state_dict": tensors, "meta": {**meta, "key": key, "tensors_sha256": tensors_digest(tensors)}}
         atomic_write(self.path(key), lambda f: torch.save(payload, f))
 
     def load(self, key: str, expected_arch: str) -> dict[str, torch.Tensor] | None:
         path = self.path(key)
         if not path.exists():
             return None
-        return load_checkpoint(path, expected_arch)
+        state, meta = load_checkpoint(path, expected_arch)
+        # Checkpoints written before these fields existed carry neither and are trusted as before.
+        written_as = meta.get("key", key)
+        if written_as != key:
+            raise CorruptArtifactError(
+                f"checkpoint {path} holds the network kdbench cached as {written_as}, not {key} "
+                f"(a copy of another checkpoint); delete it to retrain"
+            )
+        if "tensors_sha256" in meta and meta["tensors_sha256"] != tensors_digest(state):
+            raise CorruptArtifactError(
+                f"checkpoint {path} holds other weights than kdbench wrote (edited or damaged); delete it to retrain"
+            )
+        return state
 
     @contextmanager
     def claim_cell(self, key: str, cell: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
@@ -141,8 +154,20 @@ class ArtifactCache:
             stray.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path, expected_arch: str) -> dict[str, torch.Tensor]:
-    """Weights from a kdbench checkpoint, refusing anything that is not plain tensors and metadata."""
+def tensors_digest(state: dict[str, torch.Tensor]) -> str:
+    """The sha256 (16 hex digits) of a state dict's names, dtypes, shapes and values, independent of
+    how the file holding it was serialised."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()[:16]
+
+
+def load_checkpoint(path: Path, expected_arch: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Weights and metadata from a kdbench checkpoint, refusing anything that is not plain tensors
+    and metadata."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt bytes or a pickle that asks for code: never executed
@@ -157,7 +182,10 @@ def load_checkpoint(path: Path, expected_arch: str) -> dict[str, torch.Tensor]:
         raise CorruptArtifactError(
             f"checkpoint {path} holds a {arch!r} network, not {expected_arch!r}; delete it to retrain"
         )
-    return payload["state_dict"]
+    state = payload["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CorruptArtifactError(f"checkpoint {path} is not a kdbench checkpoint; delete it to retrain")
+    return state, meta
 
 
 @functools.cache
