@@ -18,6 +18,13 @@ from kdbench.version import __version__
 # worker processes, which inherit it); a value the user set wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+# In a worker process just spawned by a run: end with the run even if it is killed while this
+# worker is still importing (kdbench.matrix.lifeline).
+if os.environ.get("KDBENCH_WORKERS_PARENT"):
+    from kdbench.matrix.lifeline import end_with_parent
+
+    end_with_parent()
+
 __all__ = ["__version__", "evaluate"]
 
 

@@ -3,10 +3,13 @@
 Set ``KDBENCH_FAULT="<action>:<pattern>[#<n>]"`` and the ``n``-th time (the first by default) the
 process reaches a point whose name matches the glob ``pattern``, it sends itself ``SIGKILL``
 (action ``kill``: dies on the spot, no handler, no cleanup) or ``SIGSTOP`` (action ``stop``: frozen
-until someone sends ``SIGCONT``). The points:
+until someone sends ``SIGCONT``), or sleeps there for good (action ``hold``: a cell that never ends,
+which any signal still ends as it would end a working one). The points:
 
 - ``train/<description>`` after every optimiser step of :func:`kdbench.training.loop.fit`, e.g.
   ``train/teacher nasty digits_cnn``, ``train/scratch mlp``, ``train/kd digits_cnn/nasty→mlp``;
+- ``start/worker`` where a worker process of :mod:`kdbench.matrix.workers` starts, once it has
+  imported the suite and before it watches its parent;
 - ``write/<path>`` in :func:`kdbench.store.atomic.atomic_write` once the temporary file is complete, just
   before it is renamed to ``path`` (records, checkpoints, tables).
 
@@ -18,16 +21,17 @@ from __future__ import annotations
 import fnmatch
 import os
 import signal
+import time
 
 from kdbench.errors import ConfigError
 
 FAULT_ENV = "KDBENCH_FAULT"
-ACTIONS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+ACTIONS: dict[str, signal.Signals | None] = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "hold": None}
 
 _hits = 0  # points reached so far that matched the pattern, in this process
 
 
-def parse_fault(spec: str) -> tuple[signal.Signals, str, int]:
+def parse_fault(spec: str) -> tuple[signal.Signals | None, str, int]:
     """``"kill:train/kd *#3"`` → (SIGKILL, ``"train/kd *"``, 3)."""
     action, _, target = spec.partition(":")
     pattern, _, nth = target.rpartition("#") if "#" in target else (target, "", "1")
@@ -50,4 +54,7 @@ def fault_point(name: str) -> None:
     global _hits
     _hits += 1
     if _hits == nth:
+        if signum is None:
+            while True:
+                time.sleep(3600)
         os.kill(os.getpid(), signum)

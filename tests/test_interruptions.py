@@ -178,6 +178,7 @@ def test_two_runs_on_one_folder_train_each_teacher_once(tmp_path, uninterrupted)
 def test_a_fault_spec_names_a_signal_a_pattern_and_which_hit():
     assert parse_fault("kill:train/kd *#3") == (signal.SIGKILL, "train/kd *", 3)
     assert parse_fault("stop:write/*") == (signal.SIGSTOP, "write/*", 1)
+    assert parse_fault("hold:start/worker") == (None, "start/worker", 1)
     for bad in ("explode:train/*", "kill:", "kill:train/*#0", "kill:train/*#x", "train/*"):
         with pytest.raises(ConfigError, match="malformed; expected <action>:<glob>"):
             parse_fault(bad)

@@ -115,7 +115,8 @@ def test_a_killed_worker_stops_the_run_with_a_clear_error_and_a_rerun_completes(
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds leftover workers through /proc")
 def test_ctrl_c_ends_the_workers_at_once_and_keeps_finished_cells(tmp_path, in_one_process):
     marker = f"ctrl-c-{os.getpid()}"
-    process = start_bench(tmp_path, marker=marker)
+    # a worker's second record is never written: the run cannot end before Ctrl-C reaches it
+    process = start_bench(tmp_path, marker=marker, fault="hold:write/*/records/*.json#2")
     records = tmp_path / "synthetic" / "records"
     deadline = time.monotonic() + 300
     while not list(records.glob("*.json")) and process.poll() is None and time.monotonic() < deadline:
@@ -170,6 +171,46 @@ def test_a_killed_or_terminated_parent_leaves_no_process_behind_and_a_rerun_comp
     assert all(in_one_process[name] == record for name, record in finished.items())
     assert main(["run", *MATRIX, f"results_dir={tmp_path}", "workers=2"]) == 0
     assert records_of(tmp_path) == in_one_process
+
+
+def spawned_workers(marker: str) -> list[int]:
+    """PIDs of the run's worker processes (spawned by multiprocessing, not its resource tracker)."""
+    workers = []
+    for pid in processes_marked(marker):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"--multiprocessing-fork" in command and b"resource_tracker" not in command:
+            workers.append(pid)
+    return workers
+
+
+def stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (by SIGSTOP)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds leftover workers through /proc")
+def test_a_parent_killed_while_its_workers_start_leaves_no_process_behind(tmp_path):
+    """Killed while its workers are starting, before a worker runs any code of the pool (each is held
+    there, frozen): the kernel ends them with it."""
+    marker = f"start-up-{os.getpid()}"
+    process = start_bench(tmp_path, marker=marker, fault="stop:start/worker")
+    deadline = time.monotonic() + 120
+    while len(held := [pid for pid in spawned_workers(marker) if stopped(pid)]) < 2:
+        assert process.poll() is None and time.monotonic() < deadline, "no two workers reached their start"
+        time.sleep(0.01)
+    process.kill()
+    process.wait(timeout=60)  # not its stderr: a worker left behind would hold it open
+    process.stderr.close()
+    alive = wait_until_none_alive(marker, timeout=1)
+    for pid in alive:  # not to leave them behind in the test machine either
+        os.kill(pid, signal.SIGKILL)
+    assert alive == [], f"{len(held)} workers were held at their start"
 
 
 def test_networks_are_built_root_teacher_first_then_baselines_then_the_other_teachers():

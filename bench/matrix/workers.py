@@ -28,6 +28,8 @@ from kdbench.config.devices import worker_device
 from kdbench.config.plan import Cell, RunPlan
 from kdbench.data.images import ImageData
 from kdbench.errors import BenchError
+from kdbench.faults import fault_point
+from kdbench.matrix.lifeline import EXIT_PARENT_GONE, workers_end_with_this_process
 from kdbench.matrix.pending import PendingCell, cell_title, computations, outcome, take_over
 from kdbench.matrix.runner import PluginFailed, Runner
 from kdbench.plugins.discovery import load_plugins
@@ -81,12 +83,13 @@ _runner: Runner | None = None  # this worker's Runner, made by _start_worker
 
 # How often a worker checks that the process that started it is still there (seconds).
 PARENT_POLL_S = 0.2
-EXIT_PARENT_GONE = 70  # a worker's exit status once its parent is gone (nobody is left to read it)
 
 
 def _watch_parent(parent: int) -> None:
     """End this worker the moment its parent is gone (killed with SIGKILL, which no handler sees):
-    the worker is then reparented, and its cells would go on training for nobody."""
+    the worker is then reparented, and its cells would go on training for nobody. The kernel does
+    this on Linux already (:mod:`kdbench.matrix.lifeline`); the watch covers other systems, and
+    scripts whose main module imports torch before kdbench."""
     while os.getppid() == parent:
         time.sleep(PARENT_POLL_S)
     os._exit(EXIT_PARENT_GONE)  # mid-write temporaries are removed by the next run
@@ -103,6 +106,7 @@ def _start_worker(
     import gc
     import signal
 
+    fault_point("start/worker")
     threading.Thread(target=_watch_parent, args=(parent,), name="kdbench-parent-watch", daemon=True).start()
     # Ctrl-C reaches the whole process group: the parent alone decides what stops (it ends the workers).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -173,7 +177,8 @@ def worker_pool(
         initargs=(pickle.dumps(plan), shareable(data), threads, slots, events, os.getpid()),
     )
     try:
-        with relay_events(events, progress or Progress(quiet=True)):
+        # workers are spawned as tasks are submitted, inside the block
+        with workers_end_with_this_process(), relay_events(events, progress or Progress(quiet=True)):
             yield pool
     except BaseException:
         for child in set(multiprocessing.active_children()) - before:
