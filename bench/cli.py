@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from kdbench.errors import BenchError, Terminated
+from kdbench.errors import BenchError, CannotWrite, Terminated
 
 USAGE = """\
 bench run [all] [KEY=VALUE ...]   run the results matrix (or the slice the overrides choose)
@@ -161,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _report(overrides, console)
         return _list(console)
+    except CannotWrite as err:
+        print(
+            f"failed: {err}; the cells finished before are kept: {err.remedy} and rerun the same command to continue",
+            file=sys.stderr,
+        )
+        return 1
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)  # one line, never wrapped: scripts grep it
         return 2

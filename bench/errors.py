@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -36,6 +37,47 @@ def options_of(where: str) -> Iterator[None]:
         yield
     except OptionError as err:
         raise ConfigError(err.at(where)) from None
+
+
+class CannotWrite(BenchError):
+    """A file of the run could not be written for a reason of the machine, not of the cell (a full
+    disk, a folder that turned read-only): the run stops there, with the finished cells kept."""
+
+    def __init__(self, path: object, err: OSError) -> None:
+        self.errno = err.errno
+        super().__init__(f"cannot write {path}: {(err.strerror or str(err)).lower()}")
+
+    def __reduce__(self) -> tuple:  # a worker's raises it in the parent
+        return (_rebuilt_cannot_write, (str(self), self.errno))
+
+    @property
+    def remedy(self) -> str:
+        """What the user can do about it, in a few words."""
+        if self.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return "free some space"
+        return "make the folder writable"
+
+
+def _rebuilt_cannot_write(message: str, number: int | None) -> CannotWrite:
+    err = CannotWrite.__new__(CannotWrite)
+    Exception.__init__(err, message)
+    err.errno = number
+    return err
+
+
+# Why a write can fail that no cell can do anything about: the run stops with CannotWrite.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+@contextmanager
+def writing(path: object) -> Iterator[None]:
+    """Inside, an OSError of the machine's storage (:data:`STORAGE_ERRNOS`) becomes :class:`CannotWrite`."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in STORAGE_ERRNOS:
+            raise CannotWrite(path, err) from None
+        raise
 
 
 class DatasetNotFoundError(BenchError):

@@ -3,8 +3,10 @@
 Set ``KDBENCH_FAULT="<action>:<pattern>[#<n>]"`` and the ``n``-th time (the first by default) the
 process reaches a point whose name matches the glob ``pattern``, it sends itself ``SIGKILL``
 (action ``kill``: dies on the spot, no handler, no cleanup) or ``SIGSTOP`` (action ``stop``: frozen
-until someone sends ``SIGCONT``), or sleeps there for good (action ``hold``: a cell that never ends,
-which any signal still ends as it would end a working one). The points:
+until someone sends ``SIGCONT``), sleeps there for good (action ``hold``: a cell that never ends,
+which any signal still ends as it would end a working one), or fails as the operating system
+would (``full``: ``OSError`` ENOSPC, no space left on the device; ``readonly``: EROFS, a
+read-only file system). The points:
 
 - ``train/<description>`` after every optimiser step of :func:`kdbench.training.loop.fit`, e.g.
   ``train/teacher nasty digits_cnn``, ``train/scratch mlp``, ``train/kd digits_cnn/nasty→mlp``;
@@ -18,6 +20,7 @@ Unset, as it always is outside tests, a point costs one environment lookup.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import signal
@@ -26,13 +29,15 @@ import time
 from kdbench.errors import ConfigError
 
 FAULT_ENV = "KDBENCH_FAULT"
-ACTIONS: dict[str, signal.Signals | None] = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP, "hold": None}
+ACTIONS = ("kill", "stop", "hold", "full", "readonly")
+_SIGNALS = {"kill": signal.SIGKILL, "stop": signal.SIGSTOP}
+_ERRNOS = {"full": errno.ENOSPC, "readonly": errno.EROFS}
 
-_hits = 0  # points reached so far that matched the pattern, in this process
+_hits: dict[str, int] = {}  # per fault spec: points reached so far that matched it, in this process
 
 
-def parse_fault(spec: str) -> tuple[signal.Signals | None, str, int]:
-    """``"kill:train/kd *#3"`` → (SIGKILL, ``"train/kd *"``, 3)."""
+def parse_fault(spec: str) -> tuple[str, str, int]:
+    """``"kill:train/kd *#3"`` → (``"kill"``, ``"train/kd *"``, 3)."""
     action, _, target = spec.partition(":")
     pattern, _, nth = target.rpartition("#") if "#" in target else (target, "", "1")
     if action not in ACTIONS or not pattern or not nth.isdigit() or int(nth) < 1:
@@ -40,7 +45,7 @@ def parse_fault(spec: str) -> tuple[signal.Signals | None, str, int]:
             f"{FAULT_ENV}={spec!r} is malformed; expected <action>:<glob>[#<n>] with action one of "
             f"{', '.join(ACTIONS)} and n >= 1"
         )
-    return ACTIONS[action], pattern, int(nth)
+    return action, pattern, int(nth)
 
 
 def fault_point(name: str) -> None:
@@ -48,13 +53,16 @@ def fault_point(name: str) -> None:
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return
-    signum, pattern, nth = parse_fault(spec)
+    action, pattern, nth = parse_fault(spec)
     if not fnmatch.fnmatchcase(name, pattern):
         return
-    global _hits
-    _hits += 1
-    if _hits == nth:
-        if signum is None:
-            while True:
-                time.sleep(3600)
-        os.kill(os.getpid(), signum)
+    _hits[spec] = _hits.get(spec, 0) + 1
+    if _hits[spec] != nth:
+        return
+    if action in _ERRNOS:
+        number = _ERRNOS[action]
+        raise OSError(number, os.strerror(number))
+    if action == "hold":
+        while True:
+            time.sleep(3600)
+    os.kill(os.getpid(), _SIGNALS[action])

@@ -176,9 +176,10 @@ def test_two_runs_on_one_folder_train_each_teacher_once(tmp_path, uninterrupted)
 
 
 def test_a_fault_spec_names_a_signal_a_pattern_and_which_hit():
-    assert parse_fault("kill:train/kd *#3") == (signal.SIGKILL, "train/kd *", 3)
-    assert parse_fault("stop:write/*") == (signal.SIGSTOP, "write/*", 1)
-    assert parse_fault("hold:start/worker") == (None, "start/worker", 1)
+    assert parse_fault("kill:train/kd *#3") == ("kill", "train/kd *", 3)
+    assert parse_fault("stop:write/*") == ("stop", "write/*", 1)
+    assert parse_fault("hold:start/worker") == ("hold", "start/worker", 1)
+    assert parse_fault("full:write/*.pt#2") == ("full", "write/*.pt", 2)
     for bad in ("explode:train/*", "kill:", "kill:train/*#0", "kill:train/*#x", "train/*"):
         with pytest.raises(ConfigError, match="malformed; expected <action>:<glob>"):
             parse_fault(bad)
@@ -189,7 +190,7 @@ def test_a_fault_point_signals_only_at_the_chosen_hit_of_a_matching_point(monkey
 
     sent = []
     monkeypatch.setattr(kdbench.faults.os, "kill", lambda pid, signum: sent.append((pid, signum)))
-    monkeypatch.setattr(kdbench.faults, "_hits", 0)
+    monkeypatch.setattr(kdbench.faults, "_hits", {})
     monkeypatch.delenv(FAULT_ENV, raising=False)
     fault_point("train/kd x")
     monkeypatch.setenv(FAULT_ENV, "kill:train/kd *#2")

@@ -21,7 +21,7 @@ from kdbench.api import AttackContext, DataAccess, DefenseContext
 from kdbench.config.plan import Cell, RunPlan
 from kdbench.data.catalogue import load_dataset
 from kdbench.data.images import ImageData
-from kdbench.errors import BenchError, options_of
+from kdbench.errors import BenchError, CannotWrite, options_of
 from kdbench.matrix.pending import PendingCell, cell_title, computations, is_current, outcome, take_over
 from kdbench.models import create_model
 from kdbench.progress import Progress
@@ -252,6 +252,8 @@ class Runner:
             fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
         except TrainingDiverged as err:
             status, reason = STATUS_DIVERGED, str(err)
+        except CannotWrite:
+            raise  # the machine's storage, not the cell: the run stops, finished cells kept
         except BenchError as err:
             status, reason = STATUS_FAILED, str(err)
         except PluginFailed as err:
@@ -275,7 +277,6 @@ class Runner:
 
     def write_traceback(self, cell: Cell, err: PluginFailed) -> Path:
         path = self.plan.dataset_dir / TRACEBACKS / f"{cell.name}.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, f"{cell.name}: {err}\n\n{err.traceback}")
         return path
 

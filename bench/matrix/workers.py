@@ -27,7 +27,7 @@ import torch
 from kdbench.config.devices import worker_device
 from kdbench.config.plan import Cell, RunPlan
 from kdbench.data.images import ImageData
-from kdbench.errors import BenchError
+from kdbench.errors import BenchError, CannotWrite
 from kdbench.faults import fault_point
 from kdbench.matrix.lifeline import EXIT_PARENT_GONE, workers_end_with_this_process
 from kdbench.matrix.pending import PendingCell, cell_title, computations, outcome, take_over
@@ -129,6 +129,8 @@ def _build_network(network: Network) -> None:
             _runner.teacher(network.arch, network.defense, network.seed)
         else:
             _runner.baseline(network.arch, network.seed)
+    except CannotWrite:
+        raise  # stops the run
     except (TrainingDiverged, BenchError, PluginFailed):
         pass  # not an error of the run: each cell that needs this network records why it has no result
 

@@ -3,6 +3,7 @@ sweep of temporaries that killed runs left behind."""
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import socket
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from kdbench.errors import writing
 from kdbench.faults import fault_point
 
 
@@ -38,20 +40,27 @@ _TEMPORARY = re.compile(r"^\.(?P<target>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the writer's host and pid in the name: a later run can tell a dead writer's leftover from a live write
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{HOST}-{os.getpid()}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        fault_point(f"write/{path}")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``path`` whole or not at all with ``write``, which fills a file object. A full disk or a
+    folder without write permission raises :class:`~kdbench.errors.CannotWrite` naming ``path``."""
+    # Serialised in memory first: a failing OS write then surfaces as OSError with its errno, not
+    # as torch's "unexpected pos 4352 vs 4248" from inside its zip writer.
+    buffer = io.BytesIO()
+    write(buffer)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the writer's host and pid in the name: a later run can tell a dead writer's leftover from a live write
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{HOST}-{os.getpid()}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, FILE_MODE)
+            with os.fdopen(fd, "wb") as f:
+                f.write(buffer.getbuffer())
+                f.flush()
+                os.fsync(f.fileno())
+            fault_point(f"write/{path}")
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def _alive(pid: int) -> bool:

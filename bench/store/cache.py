@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kdbench.errors import BenchError
+from kdbench.errors import BenchError, writing
 from kdbench.store.atomic import atomic_write
 
 
@@ -85,10 +85,11 @@ class ArtifactCache:
         waiting_for: str | None = None,
     ) -> Iterator[None]:
         """Hold the exclusive lock of ``key``'s artifact (waiting for another process that holds it)."""
-        self.root.mkdir(parents=True, exist_ok=True)
         lock_path = self.root / f"{key}{suffix}"
-        # Read-only is enough for flock, and works on a lock file another user of a shared cache made.
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
+        with writing(lock_path):
+            self.root.mkdir(parents=True, exist_ok=True)
+            # Read-only is enough for flock, and works on a lock file another user of a shared cache made.
+            fd = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o666)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
