@@ -38,7 +38,7 @@ from kdbench.data.images import (
     index_batches,
     random_crop_flip,
 )
-from kdbench.errors import BenchError, ConfigError, OptionError
+from kdbench.errors import BenchError, ConfigError, DatasetNotFoundError, OptionError
 from kdbench.models import Classifier, create_model
 from kdbench.models.intermediate import SelfDistillingModel
 from kdbench.models.weights import TEST_SPLIT_NOTE, TeacherFile, check_weight_file, load_weights
@@ -210,6 +210,7 @@ __all__ = [
     "ConfigError",
     "DataAccess",
     "DatasetConfig",
+    "DatasetNotFoundError",
     "Defense",
     "DefenseContext",
     "ImageData",

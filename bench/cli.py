@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from dataclasses import MISSING, Field
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -144,8 +144,16 @@ def _list(console: Console) -> int:
     return 0
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, whose refusals print the usage (16 lines) before the error: one line instead."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message}; usage: bench run|report|list [KEY=VALUE ...] (bench --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench", usage=USAGE, add_help=True)
+    parser = OneLineArgumentParser(prog="bench", usage=USAGE, add_help=True)
     parser.add_argument("command", choices=["run", "report", "list"])
     parser.add_argument("-m", "--multirun", action="store_true", help="run the cells as a Hydra multirun")
     parser.add_argument("overrides", nargs="*")

@@ -110,7 +110,7 @@ def test_a_held_out_split_is_a_stratified_share_of_the_training_split_that_nobod
 
 
 def test_a_held_out_fraction_outside_0_1_is_refused():
-    with pytest.raises(ConfigError, match=r"dataset.heldout_fraction must be in \[0, 1\), got 1.0"):
+    with pytest.raises(ConfigError, match=r"dataset.heldout_fraction must be from 0 to 0.9, got 1.0"):
         DatasetConfig(heldout_fraction=1.0)
 
 

@@ -76,7 +76,7 @@ def test_the_thread_count_is_part_of_every_cpu_key_and_follows_the_workers_by_de
     assert network_identity(one, "mlp", 0) != network_identity(two, "mlp", 0)
     # pinned, the worker count no longer matters
     assert cell_spec(plan("workers=1", "threads=2"), cell) == cell_spec(plan("workers=2", "threads=2"), cell)
-    with pytest.raises(ConfigError, match=r"threads must be a positive integer or auto, got 0"):
+    with pytest.raises(ConfigError, match=r"threads must be an integer from 1 to 256, or auto, got 0"):
         plan("threads=0")
 
 
@@ -238,13 +238,13 @@ def test_workers_auto_is_one_per_core_on_the_cpu_and_one_per_gpu_on_cuda():
 
 @pytest.mark.parametrize("value", [0, -2, "many", True, 1.5])
 def test_a_bad_worker_count_is_refused_naming_what_is_allowed(value):
-    with pytest.raises(ConfigError, match=r"workers must be a positive integer or auto, got"):
+    with pytest.raises(ConfigError, match=r"workers must be an integer from 1 to 256, or auto, got"):
         resolve_workers(value, torch.device("cpu"))
 
 
 def test_a_bad_worker_count_on_the_command_line_is_refused_before_training(tmp_path, capsys):
     assert main(["run", "preset=tiny", f"results_dir={tmp_path}", "workers=0"]) == 2
-    assert "error: workers must be a positive integer or auto, got 0" in capsys.readouterr().err
+    assert "error: workers must be an integer from 1 to 256, or auto, got 0" in capsys.readouterr().err
     assert not (tmp_path / "synthetic" / "records").exists()
 
 

@@ -38,6 +38,7 @@ def compose_config(overrides: list[str], values: Mapping[str, Any] | None = None
     """The run's config: the packaged tree with ``overrides`` (Hydra's grammar, as typed on the
     command line), then ``values`` set as Python values at their dotted keys (``{"dataset.normalize":
     [0, 1]}``) with the same checks as an override, and nothing parsed from text."""
+    check_overrides(overrides)
     load_plugins()
     store_plugin_configs()
     GlobalHydra.instance().clear()
@@ -62,13 +63,32 @@ def compose_config(overrides: list[str], values: Mapping[str, Any] | None = None
     return cfg
 
 
+def check_overrides(overrides: list[str]) -> None:
+    """Refuse, before Hydra reads them, overrides that name no setting or set a group to nothing."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not key and not override.startswith("-"):
+            raise ConfigError(f"override {override!r} names no setting; write <setting>=<value>, e.g. seeds=2")
+        if key in GROUPS and value.strip() in ("null", "None", "~"):
+            raise ConfigError(
+                f"{key}={value}: {key} is chosen by name ({key}=<name>, or {key}=[a,b] for several); "
+                f"`bench list` shows the names"
+            )
+
+
 def override_key(override: str) -> str:
     """The key an override sets: ``train.epochs`` of ``train.epochs=3``, ``dataset`` of ``+dataset=x``."""
     return override.split("=", 1)[0].lstrip("+~")
 
 
 # OmegaConf's names for the types a structured config field converts a value to
-_OMEGACONF_TYPES = {"Float": "a number", "Integer": "an integer", "Boolean": "true or false", "String": "a string"}
+_OMEGACONF_TYPES = {
+    "Float": "a finite number",
+    "Integer": "an integer",
+    "Boolean": "true or false",
+    "String": "a string",
+}
 
 
 def hydra_message(err: BaseException) -> str:

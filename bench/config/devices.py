@@ -41,6 +41,12 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+# Far above any machine's use, far below what breaks a process (threads=100000 exhausted its memory
+# maps): a typo is refused instead of run.
+MAX_WORKERS = 256
+MAX_THREADS = 256
+
+
 def resolve_workers(setting: Any, device: torch.device) -> int:
     """``auto``: one worker per GPU on CUDA (``device=cuda`` without an index), one per core on the
     CPU, where small networks keep one core busy each far better than two threads share one step."""
@@ -50,9 +56,9 @@ def resolve_workers(setting: Any, device: torch.device) -> int:
         if device.type == "cpu":
             return min(available_cores(), MAX_AUTO_CPU_WORKERS)
         return 1
-    if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
+    if isinstance(setting, int) and not isinstance(setting, bool) and 1 <= setting <= MAX_WORKERS:
         return setting
-    raise ConfigError(f"workers must be a positive integer or auto, got {setting!r}")
+    raise ConfigError(f"workers must be an integer from 1 to {MAX_WORKERS}, or auto, got {setting!r}")
 
 
 def resolve_threads(setting: Any, workers: int) -> int:
@@ -60,9 +66,9 @@ def resolve_threads(setting: Any, workers: int) -> int:
     ends up starting them, so that a network trains with the same threads however it is scheduled."""
     if setting == "auto":
         return max(1, available_cores() // workers)
-    if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
+    if isinstance(setting, int) and not isinstance(setting, bool) and 1 <= setting <= MAX_THREADS:
         return setting
-    raise ConfigError(f"threads must be a positive integer or auto, got {setting!r}")
+    raise ConfigError(f"threads must be an integer from 1 to {MAX_THREADS}, or auto, got {setting!r}")
 
 
 def worker_device(device: torch.device, worker: int) -> torch.device:

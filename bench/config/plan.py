@@ -25,6 +25,7 @@ from kdbench.config.options import (
     recipes_by_model,
     selected_plugins,
 )
+from kdbench.config.settings import check_settings
 from kdbench.data.catalogue import DATASETS
 from kdbench.data.images import DatasetConfig
 from kdbench.errors import ConfigError, options_of
@@ -157,6 +158,7 @@ def _as_list(value: Any) -> list[str]:
 
 
 def plan_from_config(cfg: DictConfig) -> RunPlan:
+    check_settings(cfg)
     dataset = as_dataclass(DatasetConfig, cfg.dataset, "dataset")
     if cfg.get("data_root") is not None:
         dataset.data_root = str(cfg.data_root)
@@ -173,8 +175,6 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         if name != SELF_STUDENT:
             check_model_name(name)
     seeds = cfg.seeds
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds <= 0:
-        raise ConfigError(f"seeds must be a positive integer (the number of seeds), got {seeds!r}")
     only_seed = cfg.get("seed")
     if only_seed is not None and (not isinstance(only_seed, int) or isinstance(only_seed, bool) or only_seed < 0):
         raise ConfigError(f"seed must be a non-negative integer (one seed to run) or null, got {only_seed!r}")
@@ -197,11 +197,12 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     dataset_dir = results_dir / dataset.name
     cache_dir = Path(str(cfg.cache_dir)).expanduser() if cfg.cache_dir else dataset_dir / ".cache"
     reference_dir = Path(str(cfg.reference_dir)).expanduser() if cfg.get("reference_dir") else None
-    if reference_dir is not None and _inside(dataset_dir, reference_dir):
-        raise ConfigError(
-            f"results_dir={results_dir} writes into the committed reference folder reference_dir={reference_dir}, "
-            f"which bench run never writes; set results_dir=<another folder> (default results/runs)"
-        )
+    for setting, folder in (("results_dir", dataset_dir), ("cache_dir", cache_dir)):
+        if reference_dir is not None and _inside(folder, reference_dir):
+            raise ConfigError(
+                f"{setting}={cfg[setting]} writes into the committed reference folder reference_dir={reference_dir}, "
+                f"which bench run never writes; set {setting}=<another folder>"
+            )
     rerun = cfg.get("rerun", False)
     if not isinstance(rerun, bool):
         raise ConfigError(f"rerun must be true or false, got {rerun!r}")
@@ -241,7 +242,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         rerun=rerun,
         started_at=time.time(),
         attack_bases=attack_bases,
-        heartbeat_s=_heartbeat(cfg.get("heartbeat_s", 30)),
+        heartbeat_s=float(cfg.heartbeat_s),
         teacher_file=teacher_file,
         paper_differences=paper_differences,
         defense_plugins=_built(DEFENSES, "defense", defenses, {}),
@@ -311,13 +312,3 @@ def _reference_name(setting: Any, dataset: str) -> str:
     if not isinstance(setting, str) or not name or name in (".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"reference_name must be a folder name inside reference_dir (no '/'), got {setting!r}")
     return name
-
-
-def _heartbeat(setting: Any) -> float:
-    try:
-        seconds = float(setting)
-    except (TypeError, ValueError):
-        seconds = float("nan")
-    if not seconds > 0:
-        raise ConfigError(f"heartbeat_s must be a positive number of seconds, got {setting!r}")
-    return seconds

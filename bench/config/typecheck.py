@@ -2,7 +2,8 @@
 
 A value of the wrong type (``train.epochs=1.5``, ``train.milestones=[abc]``, ``dataset.image_size=abc``)
 is refused with one line naming the field and the type it takes, instead of failing later in a
-comparison or a training step.
+comparison or a training step. A ``float`` field takes finite numbers only: ``inf`` passes every
+``> 0`` check and NaN every comparison, so this one check keeps both out of every option.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _accepts(hint: Any, value: Any) -> tuple[bool, str]:
     if hint is int:
         return _is_int(value), "an integer"
     if hint is float:
-        return _is_number(value) and not (isinstance(value, float) and math.isnan(value)), "a number"
+        return _is_number(value) and math.isfinite(value), "a finite number"
     if hint is bool:
         return isinstance(value, bool), "true or false"
     if hint is str:
@@ -54,11 +55,12 @@ def _accepts(hint: Any, value: Any) -> tuple[bool, str]:
 
 
 def check_types(cls: type, values: dict[str, Any], where: str) -> None:
-    """Raise ConfigError naming ``<where>.<field>`` for the first value whose type its annotation refuses."""
+    """Raise ConfigError naming ``<where>.<field>`` (``<field>`` where ``where`` is empty) for the
+    first value whose type its annotation refuses."""
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
         if f.name not in values or f.name not in hints:
             continue
         ok, allowed = _accepts(hints[f.name], values[f.name])
         if not ok:
-            raise ConfigError(f"{where}.{f.name} must be {allowed}, got {values[f.name]!r}")
+            raise ConfigError(f"{where + '.' if where else ''}{f.name} must be {allowed}, got {values[f.name]!r}")

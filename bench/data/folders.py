@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +49,22 @@ def image_files(folder: Path) -> list[Path]:
     found = []
     for dirpath, _, filenames in os.walk(folder, followlinks=True):
         found += [Path(dirpath) / name for name in filenames if name.lower().endswith(IMAGE_EXTENSIONS)]
+    for path in found:
+        _check_regular_file(path)
     return sorted(found)
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse, before anything is read, a name that is no image file: a link to nothing, or a FIFO,
+    socket or device (reading a FIFO would wait forever)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BenchError(f"image file {path} is a link to nothing; remove it or point it at an image") from None
+    except OSError as err:
+        raise BenchError(f"cannot read image file {path}: {err.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise BenchError(f"{path} is not a regular file (a FIFO, socket or device); a dataset folder holds image files")
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -63,7 +79,8 @@ def decode_image(path: Path | IO[bytes], size: int | None) -> np.ndarray:
     try:
         with Image.open(path) as opened:
             image = opened.convert("RGB")
-    except (OSError, UnidentifiedImageError) as err:
+    # DecompressionBombError: a header claiming far more pixels than any photo has
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as err:
         raise BenchError(f"cannot decode image {path}: {err}") from None
     if size is not None:
         width, height = image.size

@@ -7,6 +7,7 @@ normalised on the device, so no per-image Python runs in a training step.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +19,10 @@ from torch import Tensor
 
 from kdbench.errors import ConfigError, DatasetNotFoundError
 from kdbench.plugins.registry import Registry
+
+MAX_CLASSES = 100_000
+MAX_SPLIT_SIZE = 10_000_000
+MIN_SIDE, MAX_SIDE = 8, 1024  # an image's height and width, in pixels
 
 
 @dataclass
@@ -45,8 +50,33 @@ class DatasetConfig:
     normalize: Any = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.heldout_fraction < 1.0:
-            raise ConfigError(f"dataset.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        # Bounds of what can be trained at all: beyond them a value is a typo, which would otherwise
+        # fail deep in a loader (sklearn's split, a 160 GB allocation, a negative range).
+        for name, value, low, high in (
+            ("num_classes", self.num_classes, 2, MAX_CLASSES),
+            ("train_size", self.train_size, 1, MAX_SPLIT_SIZE),
+            ("test_size", self.test_size, 1, MAX_SPLIT_SIZE),
+        ):
+            if not low <= value <= high:
+                raise ConfigError(f"dataset.{name} must be an integer from {low} to {high}, got {value}")
+        if self.image_size is not None and not MIN_SIDE <= self.image_size <= MAX_SIDE:
+            raise ConfigError(
+                f"dataset.image_size must be an integer from {MIN_SIDE} to {MAX_SIDE} (pixels), or null, "
+                f"got {self.image_size}"
+            )
+        if (
+            len(self.shape) != 3
+            or not 1 <= self.shape[0] <= 4
+            or not all(MIN_SIDE <= v <= MAX_SIDE for v in self.shape[1:])
+        ):
+            raise ConfigError(
+                f"dataset.shape must be [channels, height, width] with 1 to 4 channels and sides from {MIN_SIDE} "
+                f"to {MAX_SIDE}, got {self.shape}"
+            )
+        if not 0.05 <= self.test_fraction <= 0.95:
+            raise ConfigError(f"dataset.test_fraction must be from 0.05 to 0.95, got {self.test_fraction}")
+        if not 0.0 <= self.heldout_fraction <= 0.9:
+            raise ConfigError(f"dataset.heldout_fraction must be from 0 to 0.9, got {self.heldout_fraction}")
         normalization(self.normalize)  # validated now, fitted to the images' channels when loaded
 
 
@@ -58,6 +88,10 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "[-1,1]": ((0.5,), (0.5,)),
 }
 NORMALIZE_HELP = "null (the dataset's own), imagenet, cifar, [0,1], [-1,1], [lo,hi], or {mean: [...], std: [...]}"
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def normalization(value: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -77,14 +111,16 @@ def normalization(value: Any) -> tuple[tuple[float, ...], tuple[float, ...]] | N
         else:
             raise ConfigError(f"{where}: unknown; allowed: {NORMALIZE_HELP}")
     if isinstance(value, (list, tuple)):  # a pixel range: x/pixel_max ∈ [0, 1] → [lo, hi]
-        if len(value) != 2 or not all(isinstance(v, (int, float)) for v in value) or not value[1] > value[0]:
+        if len(value) != 2 or not all(_finite(v) for v in value) or not value[1] > value[0]:
             raise ConfigError(f"{where}: a range is [lo, hi] with lo < hi; allowed: {NORMALIZE_HELP}")
         lo, hi = float(value[0]), float(value[1])
         return ((-lo / (hi - lo),), (1.0 / (hi - lo),))
     if isinstance(value, dict) and set(value) == {"mean", "std"}:
         mean, std = value["mean"], value["std"]
-        mean = [mean] if isinstance(mean, (int, float)) else list(mean)
-        std = [std] if isinstance(std, (int, float)) else list(std)
+        mean = [mean] if not isinstance(mean, (list, tuple)) else list(mean)
+        std = [std] if not isinstance(std, (list, tuple)) else list(std)
+        if not all(_finite(v) for v in mean + std):
+            raise ConfigError(f"{where}: mean and std must be finite numbers; allowed: {NORMALIZE_HELP}")
         if len(mean) != len(std) or not mean or not all(float(v) > 0 for v in std):
             raise ConfigError(f"{where}: mean and std need one value per channel each, std > 0")
         return tuple(float(v) for v in mean), tuple(float(v) for v in std)

@@ -63,8 +63,11 @@ def check_creatable(folder: Path, what: str, key: str) -> None:
     """Refuse, creating nothing, a folder that cannot be made: one under a regular file, or under a
     folder this user cannot write."""
     existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as err:  # a name longer than the file system allows, say
+        raise BenchError(f"{what} {folder} is not writable ({err.strerror}); set {key}=<a writable folder>") from None
     if not existing.is_dir():
         problem = f"{existing} is a file"
     elif not os.access(existing, os.W_OK | os.X_OK):

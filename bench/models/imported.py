@@ -47,8 +47,15 @@ def resolve_factory(name: str) -> Callable[..., Any]:
         if not hasattr(target, part):
             raise ConfigError(f"model {name!r}: module {module_name!r} has no attribute {attribute!r}")
         target = getattr(target, part)
-    if not callable(target):
-        raise ConfigError(f"model {name!r}: {attribute!r} is not callable (a class or a function returning a module)")
+    # Only what can be a model's constructor: a class of torch.nn.Module, or a function written in
+    # Python. A built-in such as sys:exit or os:abort is never called.
+    is_module_class = inspect.isclass(target) and issubclass(target, nn.Module)
+    if not (is_module_class or inspect.isfunction(target)):
+        what = "a class that is not a torch.nn.Module" if inspect.isclass(target) else f"a {type(target).__name__}"
+        raise ConfigError(
+            f"model {name!r}: {attribute!r} is {what}; "
+            "allowed: a torch.nn.Module class or a Python function returning one"
+        )
     return target
 
 
@@ -70,7 +77,7 @@ def create_imported(name: str, num_classes: int, input_shape: tuple[int, int, in
     kwargs = offered if accepted is None else {k: v for k, v in offered.items() if k in accepted}
     try:
         model = factory(**kwargs)
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # SystemExit: a factory that calls sys.exit is not a model
         raise ConfigError(
             f"model {name!r}: calling it with {', '.join(kwargs) or 'no arguments'} failed "
             f"({type(err).__name__}: {err}); a factory takes num_classes and/or input_shape, or nothing"

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from kdbench.errors import ConfigError
+from kdbench.store.cache import why_refused
 
 TEST_SPLIT_NOTE = (
     "loaded from a file: the suite cannot know whether that file saw the test split; "
@@ -56,7 +57,10 @@ def check_weight_file(path: Path, where: str) -> str:
     """The sha256 of the weight file ``path`` (``where`` names the option), or one clear ConfigError."""
     if not path.is_file():
         raise ConfigError(f"{where}={path}: no such file")
-    return file_sha256(path)
+    try:
+        return file_sha256(path)
+    except OSError as err:  # unreadable: permission denied, say
+        raise ConfigError(f"{where}={path} cannot be read ({err.strerror})") from None
 
 
 def read_state_dict(path: Path, where: str) -> dict[str, Tensor]:
@@ -71,10 +75,9 @@ def read_state_dict(path: Path, where: str) -> dict[str, Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a pickle asking for code, or corrupt bytes: never executed
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         raise ConfigError(
-            f"{where}={path} is not plain tensors; torch.load(weights_only=True) refused it "
-            f"({type(err).__name__}: {first[:160]}); save model.state_dict(), not the model or a pickle"
+            f"{where}={path} is not plain tensors: {why_refused(path, err)}; "
+            f"save model.state_dict(), not the model or a pickle"
         ) from None
     if isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
         payload = payload["state_dict"]  # the official best_model.tar, and kdbench's own checkpoints

@@ -173,7 +173,7 @@ def load_checkpoint(path: Path, expected_arch: str) -> tuple[dict[str, torch.Ten
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt bytes or a pickle that asks for code: never executed
         raise CorruptArtifactError(
-            f"checkpoint {path} cannot be loaded safely: {_why_refused(path, err)}; delete it to retrain"
+            f"checkpoint {path} cannot be loaded safely: {why_refused(path, err)}; delete it to retrain"
         ) from None
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise CorruptArtifactError(f"checkpoint {path} is not a kdbench checkpoint; delete it to retrain")
@@ -208,7 +208,7 @@ def file_digest(path: Path) -> str | None:
     return _digest(str(path), stat.st_mtime_ns, stat.st_size)
 
 
-def _why_refused(path: Path, err: Exception) -> str:
+def why_refused(path: Path, err: Exception) -> str:
     """Why ``torch.load(weights_only=True)`` refused ``path``, in kdbench's words.
 
     Never torch's own advice for a refused pickle (re-running with ``weights_only=False`` "will
