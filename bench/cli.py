@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from rich.console import Console
 
-from kdbench.errors import BenchError, CannotWrite, Terminated
+from kdbench.errors import BenchError, CannotWrite, RunStopped, Terminated
 
 USAGE = """\
 bench run [all] [KEY=VALUE ...]   run the results matrix (or the slice the overrides choose)
@@ -178,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"error: {err}", file=sys.stderr)  # one line, never wrapped: scripts grep it
         return 2
-    except RuntimeError as err:
-        from kdbench.matrix.workers import WorkerDied
-
-        if not isinstance(err, WorkerDied):
-            raise
+    except RunStopped as err:
         print(f"failed: {err}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, Terminated) as err:

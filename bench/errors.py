@@ -80,6 +80,11 @@ def writing(path: object) -> Iterator[None]:
         raise
 
 
+class RunStopped(RuntimeError):
+    """A part of the run died (a worker process, a multirun job): the run stops with one line,
+    the finished cells kept."""
+
+
 class DatasetNotFoundError(BenchError):
     """A dataset folder that is missing or incomplete while downloads are off."""
 

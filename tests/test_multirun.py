@@ -1,6 +1,8 @@
 """`bench run all -m`: the matrix as a Hydra multirun, one job per cell, with two launchers."""
 
+import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -31,8 +33,15 @@ def test_a_job_runs_only_its_seed():
     assert {c.seed for c in plan.cells} == {2}
 
 
+# submitit's local executor runs each job the way SLURM would: pickled, submitted, in a process of
+# its own, its result read back from the shared folder
+SUBMITIT_LOCAL = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+
+
 @pytest.mark.parametrize(
-    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+    "launcher",
+    [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], SUBMITIT_LOCAL],
+    ids=["basic", "joblib", "submitit_local"],
 )
 def test_a_two_cell_multirun_writes_both_records_and_the_leaderboard(tmp_path, launcher):
     assert main(["run", "all", "-m", "preset=tiny", f"results_dir={tmp_path}", *launcher]) == 0
@@ -56,3 +65,50 @@ def test_a_two_cell_multirun_writes_both_records_and_the_leaderboard(tmp_path, l
     assert both.count("network teacher digits_cnn/nasty (seed 0): ok") == 1, both
     normal = re.findall(r"network teacher digits_cnn/normal \(seed 0\): (ok|trained for nasty)", both)
     assert len(normal) == 1, both
+
+
+def records_of(results: Path) -> dict[str, dict]:
+    found = {}
+    for path in sorted((results / "synthetic" / "records").glob("*.json")):
+        record = json.loads(path.read_text())
+        record.pop("wall_s")
+        record["details"].pop("command", None)  # names the results folder (a job records none)
+        found[path.name] = record
+    return found
+
+
+MATRIX = ["preset=tiny", "quiet=true", "student=[mlp,cnn1]", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory) -> dict[str, dict]:
+    results = tmp_path_factory.mktemp("plain")
+    assert main(["run", "all", *MATRIX, f"results_dir={results}", "workers=1"]) == 0
+    return records_of(results)
+
+
+def test_a_submitit_multirun_gives_the_records_of_a_plain_run(tmp_path, plain_run):
+    assert main(["run", "all", "-m", *MATRIX, f"results_dir={tmp_path}", *SUBMITIT_LOCAL]) == 0
+    assert records_of(tmp_path) == plain_run
+    assert len(list((tmp_path / "synthetic" / ".cache").glob("*.pt"))) == 4  # normal, nasty, mlp, cnn1: once each
+
+
+def test_a_submitit_job_killed_mid_cell_stops_the_sweep_in_one_line_and_the_same_command_continues(
+    tmp_path, plain_run, monkeypatch, capsys
+):
+    """What a preempted job leaves: the records of the cells that finished, the networks trained,
+    and no record of its own cell; the same command, rerun (a requeue), computes what is missing."""
+    monkeypatch.setenv("KDBENCH_FAULT", "kill:train/kd digits_cnn/nasty*")  # inherited by every job
+    command = ["run", "all", "-m", *MATRIX, f"results_dir={tmp_path}", *SUBMITIT_LOCAL]
+    capsys.readouterr()
+    assert main(command) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("failed: a multirun job did not finish (Job ")
+    assert line.endswith("finished cells are saved, rerun the same command to continue")
+    finished = records_of(tmp_path)
+    assert all(plain_run[name] == record for name, record in finished.items())
+    assert not any("__nasty__" in name for name in finished)  # the killed jobs wrote nothing
+
+    monkeypatch.delenv("KDBENCH_FAULT")
+    assert main(command) == 0
+    assert records_of(tmp_path) == plain_run

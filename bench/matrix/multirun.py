@@ -11,6 +11,7 @@ leaderboard from the records. Choose the launcher the Hydra way: ``hydra/launche
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from omegaconf import DictConfig, open_dict
 
 from kdbench.config.compose import CONFIG_MODULE, compose_config, override_key, store_plugin_configs
 from kdbench.config.plan import RunPlan, plan_from_config
+from kdbench.errors import BenchError, RunStopped
 from kdbench.plugins.discovery import load_plugins
 
 SELECTION_KEYS = ("teacher", "defense", "attack", "student", "seed")
@@ -96,10 +98,30 @@ def launch(overrides: list[str]) -> RunPlan:
         package="hydra.callbacks",
     )
     app = hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name="config", version_base=None)(run_cell_job)
-    argv = sys.argv
+    argv, full_error = sys.argv, os.environ.get(FULL_ERROR)
     sys.argv = ["bench", "--multirun", "hydra/callbacks=multirun_callbacks", *sweep_overrides(plan, overrides)]
+    # Hydra then raises a job's failure instead of printing its own traceback: it becomes one line
+    os.environ[FULL_ERROR] = "1"
     try:
         app()
+    except (BenchError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # a job that died (killed, preempted) or failed: the launcher's error
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise JobFailed(
+            f"a multirun job did not finish ({first}); finished cells are saved, rerun the same command to continue"
+        ) from None
     finally:
         sys.argv = argv
+        if full_error is None:
+            os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = full_error
     return plan
+
+
+FULL_ERROR = "HYDRA_FULL_ERROR"
+
+
+class JobFailed(RunStopped):
+    """A job of the multirun did not finish: the sweep stops, the records of finished cells stay."""

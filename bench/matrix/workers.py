@@ -27,7 +27,7 @@ import torch
 from kdbench.config.devices import worker_device
 from kdbench.config.plan import Cell, RunPlan
 from kdbench.data.images import ImageData
-from kdbench.errors import BenchError, CannotWrite
+from kdbench.errors import BenchError, CannotWrite, RunStopped
 from kdbench.faults import fault_point
 from kdbench.matrix.lifeline import EXIT_PARENT_GONE, workers_end_with_this_process
 from kdbench.matrix.pending import PendingCell, cell_title, computations, outcome, take_over
@@ -38,7 +38,7 @@ from kdbench.store.records import Record, RecordStore
 from kdbench.training.loop import TrainingDiverged
 
 
-class WorkerDied(RuntimeError):
+class WorkerDied(RunStopped):
     """A worker process ended abruptly (killed, out of memory): the run stops, finished cells are kept."""
 
 
