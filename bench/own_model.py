@@ -10,10 +10,12 @@ then computes in this process (``workers=1``).
 
 from __future__ import annotations
 
+import ast
 import copy
 import hashlib
 import importlib
 import io
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,7 @@ def evaluate(
     }
     if normalize is not None:
         values["dataset.normalize"] = normalize
-    if in_process:
+    if in_process or called_outside_a_main_guard():
         values["workers"] = 1
     values.update({key.replace("__", "."): value for key, value in options.items()})
     if isinstance(overrides, Mapping):
@@ -96,6 +98,41 @@ def evaluate(
     store = RecordStore(plan.dataset_dir)
     records = [r for r in (store.get(cell.name) for cell in plan.cells) if r is not None]
     return records_frame(records)
+
+
+def called_outside_a_main_guard() -> bool:
+    """Whether this call comes from a script's top level outside ``if __name__ == "__main__":``.
+
+    A spawned worker process imports the script it was started from, so it would run that top level,
+    and this call with it, while it starts (and fail). Such a run stays in this process: the same
+    records, one core. Interactive sessions and notebooks have no script and are not affected.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if main is None or path is None:
+        return False
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals is not vars(main):
+        frame = frame.f_back
+    while frame is not None and frame.f_back is not None and frame.f_back.f_globals is vars(main):
+        frame = frame.f_back  # the script's top-level frame, under its own functions
+    if frame is None or frame.f_code.co_name != "<module>":
+        return False
+    try:
+        tree = ast.parse(Path(path).read_text(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return True  # cannot tell: stay in this process
+    return not any(
+        _is_main_guard(node) and node.lineno <= frame.f_lineno <= (node.end_lineno or 0) for node in tree.body
+    )
+
+
+def _is_main_guard(node: ast.stmt) -> bool:
+    """``if __name__ == "__main__":`` (either way round)."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare) or len(node.test.comparators) != 1:
+        return False
+    sides = {ast.unparse(node.test.left), ast.unparse(node.test.comparators[0])}
+    return isinstance(node.test.ops[0], ast.Eq) and sides in ({"__name__", "'__main__'"}, {"__name__", '"__main__"'})
 
 
 def save_weights(model: nn.Module, folder: Path) -> Path:

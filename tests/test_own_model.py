@@ -476,3 +476,74 @@ def test_defense_file_needs_one_teacher_architecture(owner):
     folder, _, _ = owner
     with pytest.raises(ConfigError, match=r"defense 'file' loads one network: choose one teacher architecture"):
         plan_of("teacher=[digits_cnn,mlp]", "defense=file", f"defense.file.path={folder / 'a.pt'}", "attack=kd")
+
+
+GUARD_PROBE = """
+from kdbench.own_model import called_outside_a_main_guard as outside
+
+def nested():
+    return outside()
+
+print("top", outside(), nested())
+if __name__ == "__main__":
+    print("guarded", outside(), nested())
+"""
+
+
+def test_a_call_outside_the_main_guard_of_a_script_is_told_from_one_inside(tmp_path):
+    script = tmp_path / "probe.py"
+    script.write_text(GUARD_PROBE)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.stdout.split("\n")[:2] == ["top True True", "guarded False False"], done.stderr
+
+
+NET_MODULE = """
+import torch.nn as nn
+
+class Net(nn.Module):
+    def __init__(self, num_classes=10, input_shape=(1, 8, 8)):
+        super().__init__()
+        c, h, w = input_shape
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+    def forward(self, x):
+        return self.body(x)
+"""
+
+UNGUARDED_SCRIPT = """
+import torch
+import kdbench
+from mynet import Net
+
+from kdbench.api import DatasetConfig, load_dataset
+
+torch.manual_seed(0)
+net = Net()
+data = load_dataset(DatasetConfig(name="digits"))
+x = (data.train.x.float() / data.pixel_max - 0.3) / 0.4
+optimiser = torch.optim.Adam(net.parameters(), 1e-2)
+for _ in range(100):
+    optimiser.zero_grad()
+    torch.nn.functional.cross_entropy(net(x), data.train.y).backward()
+    optimiser.step()
+table = kdbench.evaluate(
+    net,
+    attacks=["kd"],
+    students=["mlp", "cnn1"],
+    defenses=["normal", "topk"],
+    normalize={"mean": [0.3], "std": [0.4]},
+    results_dir="r",
+    train__epochs=1,
+)
+print(sorted(table.status))
+"""
+
+
+def test_evaluate_from_a_plain_script_without_a_main_guard_works(tmp_path):
+    """Its network importable, so worker processes could build it: they would re-run the script's
+    top level while starting; the run stays in the script's process instead."""
+    (tmp_path / "mynet.py").write_text(NET_MODULE)
+    (tmp_path / "script.py").write_text(UNGUARDED_SCRIPT)
+    done = subprocess.run([sys.executable, "script.py"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "['ok', 'ok', 'ok', 'ok']"

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from kdbench.api import ATTACKS, DEFENSES
+from kdbench.config.settings import unknown_setting
 from kdbench.errors import ConfigError
 from kdbench.plugins.discovery import load_plugins
 
@@ -46,6 +47,10 @@ def compose_config(overrides: list[str], values: Mapping[str, Any] | None = None
         with initialize_config_module(CONFIG_MODULE, version_base=None):
             cfg = compose("config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
+        # not Hydra's advice to append it with +key, which would only be refused later
+        unknown = re.match(r"Could not override '([^']+)'", str(err))
+        if unknown and re.search(r"Key '[^']+' (is )?not in", hydra_message(err)):
+            raise ConfigError(unknown_setting(unknown.group(1))) from None
         raise ConfigError(hydra_message(err)) from None
     for key, value in (values or {}).items():
         if key in GROUPS:

@@ -8,6 +8,7 @@ null (``attack=null``) or a value of the wrong type (``quiet=maybe``, ``train=5`
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from kdbench.config.typecheck import check_types
+from kdbench.data.images import DatasetConfig
 from kdbench.errors import ConfigError
+from kdbench.training.recipe import Recipe
 
 MAX_SEEDS = 1000
 
@@ -62,8 +65,7 @@ def check_settings(cfg: DictConfig) -> None:
     names = [f.name for f in fields(RootSettings)]
     unknown = sorted(set(cfg.keys()) - set(names))
     if unknown:
-        allowed = ", ".join(name for name in names if name not in ("preset_name", "given_keys"))
-        raise ConfigError(f"unknown setting(s) {', '.join(map(str, unknown))}; allowed: {allowed}")
+        raise ConfigError(unknown_setting(str(unknown[0])))
     missing = [name for name in names if name not in cfg]
     if missing:
         raise ConfigError(f"{missing[0]} is required and was removed (~{missing[0]}); set it instead")
@@ -80,6 +82,26 @@ def check_settings(cfg: DictConfig) -> None:
     reference = values["reference_dir"]
     if reference and Path(reference).expanduser().exists() and not Path(reference).expanduser().is_dir():
         raise ConfigError(f"reference_dir={reference} is a file; give the folder of committed references, or null")
+
+
+def unknown_setting(key: str) -> str:
+    """The one line for a key that names no setting: the nearest that exist, and the list."""
+    from kdbench.api import ATTACKS, DEFENSES  # the plugins' registries import the config's users
+
+    head, _, rest = key.partition(".")
+    schema = {"train": Recipe, "dataset": DatasetConfig}.get(head) if rest else RootSettings
+    registry = {"attack": ATTACKS, "defense": DEFENSES}.get(head)
+    if registry is not None and rest.count(".") == 1 and rest.split(".")[0] in registry:
+        plugin, _, rest = rest.partition(".")  # attack.kd.taux: an option of the plugin kd
+        head, schema = f"{head}.{plugin}", registry.get(plugin).config
+    if schema is None:
+        return f"unknown setting {key}"
+    names = [f.name for f in fields(schema) if f.name not in ("preset_name", "given_keys")]
+    name = rest if rest else head
+    where = f"{head}." if rest else ""
+    close = difflib.get_close_matches(name, names, n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(where + c for c in close)}?)" if close else ""
+    return f"unknown setting {key}{hint}; allowed{f' under {head}' if rest else ''}: {', '.join(names)}"
 
 
 def _plain(cfg: DictConfig, name: str) -> Any:
