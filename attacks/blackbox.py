@@ -36,7 +36,6 @@ from kdbench.api import (
     AttackContext,
     DataAccess,
     DatasetConfig,
-    DatasetNotFoundError,
     InputFormat,
     OptionError,
     TeacherAPI,
@@ -119,13 +118,6 @@ class BlackboxKD(Attack):
             raise OptionError(
                 "top_k", f"={self.cfg.top_k} exceeds the dataset's {num_classes} classes; allowed: 1 to {num_classes}"
             )
-        if self.cfg.source == "surrogate":  # its files are found now, not after the teachers have trained
-            try:
-                load_dataset(DatasetConfig(name=self.cfg.surrogate, data_root=self.cfg.surrogate_root))
-            except DatasetNotFoundError as err:
-                raise OptionError(
-                    "surrogate_root", f"must locate the surrogate dataset {self.cfg.surrogate!r}: {err}"
-                ) from None
 
     def query_pool(self, ctx: AttackContext) -> Tensor:
         """The uint8 images the attacker will send, in the teacher's input format."""

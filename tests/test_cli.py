@@ -266,3 +266,26 @@ def test_issue20_bad_input_is_refused_in_one_line_before_anything_is_written(tmp
     assert_refused_in_one_line(result, message.format(file=blocker))
     assert "$VALUE" not in result.stderr
     assert sorted(tmp_path.iterdir()) == [blocker]  # nothing trained or written
+
+
+def test_a_slice_after_a_full_run_reports_its_own_cells_and_bench_report_the_folder(tmp_path, capsys):
+    base = ["preset=tiny", f"results_dir={tmp_path}", "quiet=true", "student=[mlp,cnn1]"]
+    assert run_bench("run", "all", *base) == 0
+    capsys.readouterr()
+    assert run_bench("run", "all", *base, "defense=nasty", "student=mlp", "seeds=2") == 0
+    printed = capsys.readouterr().out
+    folder = tmp_path / "synthetic"
+    board = pd.read_csv(folder / "leaderboard.csv")
+    assert list(board.defense) == ["scratch (no teacher)", "nasty"] and set(board.seeds) == {2}  # the slice
+    rows = [line.split() for line in printed.splitlines()]
+    assert not [r for r in rows if r[:1] == ["normal"] or r[1:2] == ["normal"]]  # no row of the normal defense
+    assert "cnn1" not in printed and "did not finish" not in printed
+    assert set(pd.read_csv(folder / "records.csv").student) == {"mlp"}
+    assert "Records shown: the cells of this run only" in (folder / "leaderboard.md").read_text()
+
+    assert run_bench("report", f"results_dir={tmp_path}", "dataset=synthetic") == 0
+    board = pd.read_csv(folder / "leaderboard.csv").set_index("defense")
+    assert set(board.index) == {"scratch (no teacher)", "normal", "nasty"}
+    assert (board.loc["nasty", "seeds"], board.loc["normal", "seeds"]) == (2, 1)
+    markdown = (folder / "leaderboard.md").read_text()
+    assert "Seeds differ between rows: " in markdown and "Records shown: the cells of this run only" not in markdown

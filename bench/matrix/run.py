@@ -20,8 +20,8 @@ from rich.console import Console
 from kdbench.api import DefenseContext
 from kdbench.config.plan import RunPlan
 from kdbench.data.catalogue import load_dataset
-from kdbench.data.images import NORMALIZE_HELP, ImageData
-from kdbench.errors import BenchError, ConfigError, options_of
+from kdbench.data.images import NORMALIZE_HELP, DatasetConfig, ImageData
+from kdbench.errors import BenchError, ConfigError, DatasetNotFoundError, options_of
 from kdbench.matrix.pending import measured_records, pending_cells
 from kdbench.matrix.runner import Runner
 from kdbench.matrix.workers import run_in_workers
@@ -43,6 +43,7 @@ def check_runnable(plan: RunPlan) -> ImageData:
     check_creatable(plan.cache_dir, "cache folder", "cache_dir")
     data = load_dataset(plan.dataset)
     check_task(plan, data.num_classes, data.input_shape)
+    check_surrogate_data(plan)
     for name, path, sha256 in owned_files(plan):
         check_owned_network(plan, data, path, sha256, name)
     check_writable(plan)  # last: it creates the results folder
@@ -57,6 +58,23 @@ def check_task(plan: RunPlan, num_classes: int, input_shape: tuple[int, int, int
     for name in plan.attacks:
         with options_of(f"attack.{name}"):
             plan.attack(name).check_task(num_classes, input_shape)
+
+
+def check_surrogate_data(plan: RunPlan) -> None:
+    """Find now, not after the teachers have trained, the files of a dataset that an attack's options
+    name as its queries (``source=surrogate``, ``surrogate``, ``surrogate_root``: the black-box
+    attack's options and its variants'). Here rather than in the attack's ``check_task``, whose
+    module's source is part of every key of its cells."""
+    for name, options in plan.attacks.items():
+        surrogate = getattr(options, "surrogate", None)
+        if getattr(options, "source", None) != "surrogate" or not surrogate:
+            continue
+        try:
+            load_dataset(DatasetConfig(name=surrogate, data_root=getattr(options, "surrogate_root", None)))
+        except DatasetNotFoundError as err:
+            raise ConfigError(
+                f"attack.{name}.surrogate_root must locate the surrogate dataset {surrogate!r}: {err}"
+            ) from None
 
 
 def check_creatable(folder: Path, what: str, key: str) -> None:
@@ -144,7 +162,8 @@ def run_command(
     elapsed = time.perf_counter() - start
     settings = settings_of(plan, data)
     settings["command"] = command
-    board = write_reports(plan.dataset_dir, settings)
+    # the board of this run's cells; `bench report` shows every record of the folder
+    board = write_reports(plan.dataset_dir, settings, cells={cell.name for cell in plan.cells})
     console.print()
     print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
     console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")

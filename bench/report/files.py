@@ -4,6 +4,7 @@ leaderboard.csv, leaderboard.md, run.json and the plots."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,16 @@ def save_settings(folder: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(folder / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
 
 
-def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Rebuild records.csv, leaderboard.csv, leaderboard.md and the plots of one results folder."""
+def write_reports(
+    folder: Path, settings: dict[str, Any] | None = None, cells: Collection[str] | None = None
+) -> pd.DataFrame:
+    """Rebuild records.csv, leaderboard.csv, leaderboard.md and the plots of one results folder:
+    of the records of ``cells`` (a run's own cells), or of every record there (``bench report``)."""
     from kdbench.report.plots import plot_matrix, plot_tradeoff
 
     records, unreadable = RecordStore(folder).scan()
+    if cells is not None:
+        records = [r for r in records if r.cell in cells]
     if not records and not unreadable:
         raise BenchError(
             f"no records under {folder}/records; run `bench run all` (or `bench run all dataset=...`) first"
@@ -68,6 +74,7 @@ def write_reports(folder: Path, settings: dict[str, Any] | None = None) -> pd.Da
     elif settings_path.exists():
         settings = json.loads(settings_path.read_text())
     settings = {**(settings or {}), **provenance(records)}
+    settings["scope"] = "this run's cells" if cells is not None else "every record in the folder"
     frame = records_frame(records)
     board = leaderboard_frame(frame)
     if (settings or {}).get("paper"):

@@ -112,6 +112,7 @@ def applicable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 HEADER_SKIPS = (
+    "scope",
     "recipe",
     "recipe_by_model",
     "command",
@@ -122,6 +123,14 @@ HEADER_SKIPS = (
     "paper_differences",
     "data",
 )
+
+
+def seed_counts(board: pd.DataFrame) -> str:
+    """The seed count of each row, where the rows do not share one ("" where they do)."""
+    counts = {str(row.defense): int(row.seeds) for row in board.itertuples() if "seeds" in board}
+    if len(set(counts.values())) <= 1:
+        return ""
+    return ", ".join(f"{defense} {n}" for defense, n in counts.items())
 
 
 def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
@@ -149,6 +158,14 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
         out += [f"Reproduce: `{commands[0]}`", ""]
     elif commands:
         out += ["Reproduce (the records shown come from these runs):", "", *(f"- `{c}`" for c in commands), ""]
+    if settings.get("scope") == "this run's cells":
+        out += [
+            "Records shown: the cells of this run only (`bench report` rebuilds the board of every record here).",
+            "",
+        ]
+    mixed = seed_counts(board)
+    if mixed:
+        out += [f"Seeds differ between rows: {mixed}. A row's figures are over its own seeds.", ""]
     out += [
         "## Ranking",
         "",
