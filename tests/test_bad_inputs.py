@@ -166,3 +166,30 @@ def test_a_folder_dataset_with_a_file_that_is_no_image_is_refused_in_one_line(tm
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert message in err
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("option", ["teacher_weights", "defense.file.path"])
+def test_an_unreadable_weight_file_is_one_line(tmp_path, monkeypatch, capsys, option):
+    """As root (CI) a permission cannot be taken away: the read itself is refused, as for another user."""
+    import builtins
+
+    weights = tmp_path / "net.pt"
+    weights.write_bytes(b"not read")
+    real_open = builtins.open
+
+    def refusing(path, *args, **kwargs):
+        if str(path) == str(weights):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing)
+    extra = (
+        ["defense=file", f"defense.file.path={weights}"]
+        if option == "defense.file.path"
+        else [f"teacher_weights={weights}"]
+    )
+    capsys.readouterr()
+    assert main([*TINY, *extra, f"results_dir={tmp_path}/results"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {option}={weights} cannot be read (Permission denied)\n"
+    assert not (tmp_path / "results").exists()
