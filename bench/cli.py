@@ -19,7 +19,12 @@ USAGE = """\
 bench run [all] [KEY=VALUE ...]   run the results matrix (or the slice the overrides choose)
 bench run all -m [KEY=VALUE ...]  the same as a Hydra multirun, one job per cell (any Hydra launcher)
 bench report [KEY=VALUE ...]      rebuild the leaderboards from the records, training nothing
-bench list                        show registered datasets, models, defenses and attacks
+bench list [KEY=VALUE ...]        registered datasets, models, defenses and attacks, then the settings
+                                  and options that `bench run all` with these overrides would run
+bench help                        this text
+
+`all` is optional: `bench run` and `bench run all` are the same command; the overrides choose the
+slice (`bench run defense=nasty attack=kd`), and without any it is every cell of the matrix.
 
 examples:
   bench run all
@@ -101,9 +106,10 @@ def _default(option: Field) -> Any:
     return option.default_factory() if option.default is MISSING else option.default
 
 
-def _list(console: Console) -> int:
-    """Every registry in full: one option per line, never cut, whatever the width or the pipe."""
-    from dataclasses import fields
+def _list(overrides: list[str], console: Console) -> int:
+    """Every registry in full (one option per line, never cut, whatever the width or the pipe), then
+    the settings and options that ``bench run all`` with ``overrides`` would run."""
+    from dataclasses import asdict, fields
 
     from kdbench.api import ATTACKS, DEFENSES
     from kdbench.data.catalogue import DATASETS
@@ -133,14 +139,36 @@ def _list(console: Console) -> int:
             if not options:
                 say("      (no options)")
     from kdbench.config.compose import compose_config
+    from kdbench.config.plan import plan_from_config
 
-    variants = compose_config([]).get("attack_variants") or {}
+    cfg = compose_config(overrides)
+    variants = cfg.get("attack_variants") or {}
     say()
-    say("attack variants of the default config (`attack_variants.<name>={base: <attack>, <option>: <value>}`)")
+    say("attack variants (`attack_variants.<name>={base: <attack>, <option>: <value>}`)")
     for name, spec in variants.items():
         options = {k: v for k, v in spec.items() if k != "base"}
         changes = ", ".join(f"{k}={v!r}" for k, v in options.items()) or "no option changed"
         say(f"  {name} (base {spec.get('base')}): {changes}")
+    # What `bench run all` with these overrides would run: the values after the dataset and preset
+    # have tuned them, which the class defaults above are not.
+    plan = plan_from_config(cfg)
+    say()
+    say(f"what `{' '.join(['bench run all', *overrides])}` would run")
+    say(
+        f"  settings: preset {plan.preset}, dataset {plan.dataset.name}, teacher {', '.join(plan.teachers)}, "
+        f"students {', '.join(plan.students)}, seeds {', '.join(map(str, plan.seeds))}, device {plan.device}, "
+        f"workers {plan.workers}, threads {plan.threads}, results_dir {plan.results_dir}, "
+        f"cache_dir {plan.cache_dir}, {len(plan.cells)} cells"
+    )
+    say(f"  dataset: {', '.join(f'{k}={v!r}' for k, v in asdict(plan.dataset).items())}")
+    say(f"  train: {', '.join(f'{k}={v!r}' for k, v in asdict(plan.recipe).items())}")
+    for arch, recipe in plan.recipe_by_model.items():
+        say(f"  train_by_model.{arch}: {', '.join(f'{k}={v!r}' for k, v in asdict(recipe).items())}")
+    for group, chosen in (("defense", plan.defenses), ("attack", plan.attacks)):
+        for name, options in chosen.items():
+            values = asdict(options) if options is not None else {}
+            shown = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "no options"
+            say(f"  {group}.{name}: {shown}")
     return 0
 
 
@@ -148,13 +176,13 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse, whose refusals print the usage (16 lines) before the error: one line instead."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {message}; usage: bench run|report|list [KEY=VALUE ...] (bench --help)", file=sys.stderr)
+        print(f"error: {message}; usage: bench run|report|list [KEY=VALUE ...] (bench help)", file=sys.stderr)
         raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog="bench", usage=USAGE, add_help=True)
-    parser.add_argument("command", choices=["run", "report", "list"])
+    parser.add_argument("command", choices=["run", "report", "list", "help"])
     parser.add_argument("-m", "--multirun", action="store_true", help="run the cells as a Hydra multirun")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args(argv)
@@ -168,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             return _multirun(overrides, console) if args.multirun else _run(overrides, console)
         if args.command == "report":
             return _report(overrides, console)
-        return _list(console)
+        if args.command == "help":
+            print(USAGE, end="")
+            return 0
+        return _list(overrides, console)
     except CannotWrite as err:
         print(
             f"failed: {err}; the cells finished before are kept: {err.remedy} and rerun the same command to continue",

@@ -117,7 +117,7 @@ def test_an_unknown_flag_is_one_line_not_the_usage(capsys):
         main(["run", "--foo"])
     assert stop.value.code == 2
     err = capsys.readouterr().err
-    assert err == "error: unrecognized arguments: --foo; usage: bench run|report|list [KEY=VALUE ...] (bench --help)\n"
+    assert err == "error: unrecognized arguments: --foo; usage: bench run|report|list [KEY=VALUE ...] (bench help)\n"
 
 
 def image_folder(root: Path) -> Path:

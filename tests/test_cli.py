@@ -149,6 +149,26 @@ def test_list_shows_every_registry(capsys):
         assert name in out
 
 
+def test_list_with_overrides_shows_the_values_that_would_run(capsys):
+    """The dataset's and preset's tuning, not the plugins' class defaults, and the root settings."""
+    assert run_bench("list", "dataset=digits", "seeds=3", "workers=1") == 0
+    out = capsys.readouterr().out
+    section = out.split("what `bench run all dataset=digits seeds=3 workers=1` would run")[1]
+    assert "seeds 0, 1, 2" in section and "workers 1" in section and "dataset digits" in section
+    assert "attack.dafl: epochs=10," in section  # digits' value; the class default is 5
+    assert "attack.deepinversion: pool_size=4096," in section
+    assert "defense.normal: no options" in section
+    assert run_bench("list", "attak=kd") == 2
+    assert "unknown setting attak (did you mean attack?)" in capsys.readouterr().err
+
+
+def test_help_is_a_command_and_says_what_all_means(capsys):
+    assert run_bench("help") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("bench run [all] [KEY=VALUE ...]")
+    assert "`bench run` and `bench run all` are the same command" in out
+
+
 def run_bench_process(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kdbench.cli", *args], capture_output=True, text=True, timeout=120)
 
