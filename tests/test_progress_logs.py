@@ -105,13 +105,20 @@ def test_a_redirected_run_on_two_workers_logs_every_network_and_cell(tmp_path):
     assert re.search(STAMP + "heartbeat: working on ", log, re.M), log
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "soon"])
-def test_a_bad_heartbeat_interval_is_refused_naming_it(value):
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "heartbeat_s must be a positive number of seconds, got 0"),
+        ("-1", "heartbeat_s must be a positive number of seconds, got -1"),
+        ("soon", "heartbeat_s must be a finite number, got 'soon'"),
+    ],
+)
+def test_a_bad_heartbeat_interval_is_refused_naming_it(value, message):
     from kdbench.config.compose import compose_config
     from kdbench.config.plan import plan_from_config
     from kdbench.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="heartbeat_s must be a positive number of seconds"):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         plan_from_config(compose_config(["preset=tiny", f"heartbeat_s={value}"]))
 
 

@@ -86,7 +86,15 @@ def start_bench(results: Path, *, fault: str | None = None, marker: str = "") ->
     if fault is not None:
         env[FAULT_ENV] = fault
     command = [sys.executable, "-m", "kdbench.cli", "run", *MATRIX, f"results_dir={results}", "workers=2"]
-    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_reaches_it
+    )
+
+
+def _ctrl_c_reaches_it() -> None:
+    """SIGINT as a terminal delivers it: a test process started in the background by a shell (a CI
+    script run with `&`) ignores SIGINT, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def processes_marked(marker: str) -> list[int]:
@@ -123,7 +131,12 @@ def test_ctrl_c_ends_the_workers_at_once_and_keeps_finished_cells(tmp_path, in_o
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        for pid in processes_marked(marker):  # the held worker would sleep for good
+            os.kill(pid, signal.SIGKILL)
+        raise
     assert process.returncode == 130, stderr
     assert "interrupted: finished cells and trained teachers are saved" in stderr
     time.sleep(1)
