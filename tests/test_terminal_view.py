@@ -108,7 +108,7 @@ def test_bench_list_shows_every_option_in_full_at_80_columns():
     from kdbench.cli import _default
 
     out = console(80)
-    assert _list(out) == 0
+    assert _list([], out) == 0
     text = out.file.getvalue()
     assert "…" not in text
     lines = set(text.splitlines())
