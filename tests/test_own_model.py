@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +392,27 @@ def test_normalisation_that_does_not_fit_the_images(owner, tmp_path):
         check_runnable(plan)
     with pytest.raises(ConfigError, match=r"dataset.normalize='sepia': unknown"):
         plan_of("dataset.normalize=sepia")
+
+
+@pytest.mark.parametrize("declared", ["[0,255]", "{mean:[0.9],std:[0.05]}"])
+def test_a_network_served_other_inputs_than_it_was_trained_on_stops_naming_the_better_format(owner, tmp_path, declared):
+    """The owner's network was trained on pixels in [0, 1]: declared far from that, it still scores a
+    plausible figure, but clearly less than under a common format, and the run stops before any
+    attack, naming that format. (Declared [-1,1] or null, this small network scores within 2 points
+    of [0,1] on digits, and runs.)"""
+    folder, _, _ = owner
+    plan = plan_of(*OWNED[:1], *OWNED[2:4], f"teacher_weights={folder / 'a.pt'}", f"dataset.normalize={declared}")
+    plan = replace(plan, results_dir=tmp_path, cache_dir=tmp_path / "cache")
+    shown = declared.replace("{mean:[0.9],std:[0.05]}", "{'mean': [0.9], 'std': [0.05]}").replace(" ", "")
+    with pytest.raises(ConfigError) as refused:
+        check_runnable(plan)
+    message = str(refused.value)
+    assert re.search(
+        rf"with dataset.normalize={re.escape(shown)} but [\d.]+ % with dataset.normalize=(null|\[0,1\]) ", message
+    )
+    assert "likely trained on other inputs" in message
+    plan = plan_of(*OWNED[:4], f"teacher_weights={folder / 'a.pt'}")
+    check_runnable(replace(plan, results_dir=tmp_path, cache_dir=tmp_path / "cache"))  # declared right: runs
 
 
 def test_an_untrained_network_stops_before_any_attack(owner, tmp_path):

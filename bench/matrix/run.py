@@ -20,7 +20,14 @@ from rich.console import Console
 from kdbench.api import DefenseContext
 from kdbench.config.plan import RunPlan
 from kdbench.data.catalogue import load_dataset
-from kdbench.data.images import NORMALIZE_HELP, DatasetConfig, ImageData
+from kdbench.data.images import (
+    NORMALIZE_HELP,
+    DatasetConfig,
+    ImageData,
+    Split,
+    channel_stats,
+    with_normalization,
+)
 from kdbench.errors import BenchError, ConfigError, DatasetNotFoundError, options_of
 from kdbench.matrix.pending import measured_records, pending_cells
 from kdbench.matrix.runner import Runner
@@ -118,7 +125,18 @@ def check_owned_network(plan: RunPlan, data: ImageData, path: Path, sha256: str,
         cache=ArtifactCache(plan.cache_dir),
         identity={},
     )
-    accuracy = ctx.trainer.accuracy(ctx.loaded(path, where, sha256), data)
+    model = ctx.loaded(path, where, sha256)
+    declared = plan.dataset.normalize
+    scores = input_format_scores(ctx.trainer, model, data, declared)
+    best = max(scores, key=lambda fmt: scores[fmt])
+    if scores[best] - scores[format_name(declared)] >= BETTER_FORMAT_POINTS:
+        raise ConfigError(
+            f"{where}={path} scores {scores[format_name(declared)]:.1f} % with dataset.normalize="
+            f"{format_name(declared)} but {scores[best]:.1f} % with dataset.normalize={best} (the first "
+            f"{FORMAT_PROBE_IMAGES} test images): it was likely trained on other inputs; set dataset.normalize to "
+            f"what it was trained with ({NORMALIZE_HELP})"
+        )
+    accuracy = ctx.trainer.accuracy(model, data)
     chance = 100.0 / data.num_classes
     if accuracy < NEAR_CHANCE * chance:
         raise ConfigError(
@@ -131,6 +149,38 @@ def check_owned_network(plan: RunPlan, data: ImageData, path: Path, sha256: str,
 
 # A loaded network scoring below this multiple of chance is refused before any attack runs.
 NEAR_CHANCE = 2.0
+
+# A loaded network that scores this many points more under another common input format than under
+# the declared one was trained on that other format: refused before any attack runs. Measured on
+# the first FORMAT_PROBE_IMAGES test images, the same for every format (a paired comparison).
+BETTER_FORMAT_POINTS = 2.0
+FORMAT_PROBE_IMAGES = 2000
+COMMON_FORMATS = (None, "[0,1]", "[-1,1]", "[0,255]", "imagenet", "cifar")
+
+
+def input_format_scores(trainer: Trainer, model: torch.nn.Module, data: ImageData, declared: Any) -> dict[str, float]:
+    """The accuracy (%) of ``model`` on the first test images under the declared ``dataset.normalize``
+    and each common format that fits the images' channels, by :func:`format_name`."""
+    probe = replace(data, test=Split(data.test.x[:FORMAT_PROBE_IMAGES], data.test.y[:FORMAT_PROBE_IMAGES]))
+    own_mean, own_std = channel_stats(data.train.x, data.pixel_max)
+    scores = {format_name(declared): trainer.accuracy(model, probe)}  # the data come normalised as declared
+    for fmt in COMMON_FORMATS:
+        if format_name(fmt) in scores:
+            continue
+        if fmt is None:
+            served = replace(probe, mean=own_mean, std=own_std)
+        else:
+            try:
+                served = with_normalization(probe, fmt)
+            except ConfigError:  # a three-channel convention for one-channel images
+                continue
+        scores[format_name(fmt)] = trainer.accuracy(model, served)
+    return scores
+
+
+def format_name(fmt: Any) -> str:
+    """``dataset.normalize`` as typed on the command line (null: the dataset's own statistics)."""
+    return "null" if fmt is None else str(fmt).replace(" ", "")
 
 
 def run_command(
