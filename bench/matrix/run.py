@@ -32,6 +32,7 @@ from kdbench.errors import BenchError, ConfigError, DatasetNotFoundError, option
 from kdbench.matrix.pending import measured_records, pending_cells
 from kdbench.matrix.runner import Runner
 from kdbench.matrix.workers import run_in_workers
+from kdbench.models.weights import TEST_SPLIT_NOTE
 from kdbench.progress import Progress
 from kdbench.store.atomic import sweep_results
 from kdbench.store.cache import ArtifactCache
@@ -216,6 +217,13 @@ def run_command(
     board = write_reports(plan.dataset_dir, settings, cells={cell.name for cell in plan.cells})
     console.print()
     print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
+    for option, path, _ in owned_files(plan):  # the leaderboard's header says it too
+        name = (
+            f" as {plan.teacher_file.label(plan.teachers[0])}"
+            if option == "teacher_weights" and plan.teacher_file
+            else ""
+        )
+        console.print(f"{option}={path}{name}: {TEST_SPLIT_NOTE}", highlight=False, markup=False, soft_wrap=True)
     console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")
     if plan.reference_dir is not None:
         comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.reference_name)
