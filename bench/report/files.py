@@ -13,7 +13,7 @@ import pandas as pd
 from kdbench.errors import BenchError
 from kdbench.report.leaderboard import leaderboard_frame, records_frame, teacher_label
 from kdbench.report.paper import with_paper_figures
-from kdbench.report.tables import leaderboard_markdown
+from kdbench.report.tables import RUN_SCOPE, leaderboard_markdown
 from kdbench.store.atomic import atomic_write_text
 from kdbench.store.records import Record, RecordStore
 
@@ -74,7 +74,7 @@ def write_reports(
     elif settings_path.exists():
         settings = json.loads(settings_path.read_text())
     settings = {**(settings or {}), **provenance(records)}
-    settings["scope"] = "this run's cells" if cells is not None else "every record in the folder"
+    settings["scope"] = RUN_SCOPE if cells is not None else "every record in the folder"
     frame = records_frame(records)
     board = leaderboard_frame(frame)
     if (settings or {}).get("paper"):

@@ -125,6 +125,10 @@ HEADER_SKIPS = (
 )
 
 
+# settings["scope"] of a board built from one run's cells (bench run), not from the whole folder
+RUN_SCOPE = "this run's cells"
+
+
 def seed_counts(board: pd.DataFrame) -> str:
     """The seed count of each row, where the rows do not share one ("" where they do)."""
     counts = {str(row.defense): int(row.seeds) for row in board.itertuples() if "seeds" in board}
@@ -158,7 +162,7 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
         out += [f"Reproduce: `{commands[0]}`", ""]
     elif commands:
         out += ["Reproduce (the records shown come from these runs):", "", *(f"- `{c}`" for c in commands), ""]
-    if settings.get("scope") == "this run's cells":
+    if settings.get("scope") == RUN_SCOPE:
         out += [
             "Records shown: the cells of this run only (`bench report` rebuilds the board of every record here).",
             "",
