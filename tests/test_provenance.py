@@ -195,3 +195,21 @@ def test_a_module_parsed_once_is_parsed_again_once_edited(tmp_path):
     assert _imports(module, "probe_plugin") == {"kdbench.training.losses"}
     module.write_text("import kdbench.training.loop as t\n")  # another size: another version of the file
     assert _imports(module, "probe_plugin") == {"kdbench.training.loop"}
+
+
+RUN_OUTPUTS = (".pt", ".pth", ".ckpt", ".lock", ".answers", ".tmp")
+
+
+def test_the_committed_tree_holds_no_file_a_run_writes_beside_its_records():
+    """Checkpoints, lock files and answer memos belong to a run's folder, never to the repository: a
+    command once run with a folder inside results/reference left them there, and they were committed."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip(f"not a git checkout: {root}")
+    tracked = listed.stdout.splitlines()
+    assert tracked, "git ls-files listed nothing"
+    assert [f for f in tracked if f.endswith(RUN_OUTPUTS) or "/.cache/" in f] == []
