@@ -18,7 +18,9 @@ from kdbench.errors import BenchError, CannotWrite, RunStopped, Terminated
 USAGE = """\
 bench run [all] [KEY=VALUE ...]   run the results matrix (or the slice the overrides choose)
 bench run all -m [KEY=VALUE ...]  the same as a Hydra multirun, one job per cell (any Hydra launcher)
-bench report [KEY=VALUE ...]      rebuild the leaderboards from the records, training nothing
+bench report [--full] [KEY=VALUE ...]
+                                  rebuild the leaderboards from the records, training nothing;
+                                  --full prints every column and student (leaderboard.md's tables)
 bench list [KEY=VALUE ...]        registered datasets, models, defenses and attacks, then the settings
                                   and options that `bench run all` with these overrides would run
 bench help                        this text
@@ -64,26 +66,28 @@ def _warn_unreadable(folder: Any) -> int:
 
 def _multirun(overrides: list[str], console: Console) -> int:
     from kdbench.matrix.multirun import launch
+    from kdbench.progress import duration
     from kdbench.report.leaderboard import leaderboard_frame, records_frame
-    from kdbench.report.terminal import print_terminal_view
+    from kdbench.report.terminal import print_summary
     from kdbench.store.records import RecordStore
 
     start = time.perf_counter()
     plan = launch(overrides)
-    board = leaderboard_frame(records_frame(RecordStore(plan.dataset_dir).all()))
-    print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
-    console.print(f"multirun of {len(plan.cells)} cell(s) in {time.perf_counter() - start:.1f} s")
+    cells = {cell.name for cell in plan.selected_cells}  # the board of this run, as bench run prints it
+    board = leaderboard_frame(records_frame([r for r in RecordStore(plan.dataset_dir).all() if r.cell in cells]))
+    took = f"multirun of {len(plan.cells)} cell(s) in {duration(time.perf_counter() - start)}."
+    print_summary(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir, [took])
     return 0
 
 
-def _report(overrides: list[str], console: Console) -> int:
+def _report(overrides: list[str], console: Console, *, full: bool = False) -> int:
     """Rebuild the tables of every dataset with records under ``results_dir`` (or of the one that
-    ``dataset=`` names)."""
+    ``dataset=`` names); print their summary, or (``full``) every column and student."""
     from pathlib import Path
 
     from kdbench.config.compose import compose_config, override_key
     from kdbench.report.files import write_reports
-    from kdbench.report.terminal import print_terminal_view
+    from kdbench.report.terminal import print_summary, print_terminal_view
     from kdbench.store.atomic import sweep_results
 
     cfg = compose_config(overrides)
@@ -96,7 +100,8 @@ def _report(overrides: list[str], console: Console) -> int:
     for folder in folders:
         sweep_results(folder)
         board = write_reports(folder)
-        print_terminal_view(board, console, f"kdbench: {folder.name}", folder)
+        show = print_terminal_view if full else print_summary
+        show(board, console, f"kdbench: {folder.name}", folder)
         console.print(f"tables rebuilt in {folder}/", soft_wrap=True)
         unreadable += _warn_unreadable(folder)
     return 1 if unreadable else 0
@@ -184,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = OneLineArgumentParser(prog="bench", usage=USAGE, add_help=True)
     parser.add_argument("command", choices=["run", "report", "list", "help"])
     parser.add_argument("-m", "--multirun", action="store_true", help="run the cells as a Hydra multirun")
+    parser.add_argument("--full", action="store_true", help="report: every column and student")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args(argv)
     console = Console()
@@ -194,8 +200,12 @@ def main(argv: list[str] | None = None) -> int:
             if overrides[:1] == ["all"]:
                 overrides = overrides[1:]
             return _multirun(overrides, console) if args.multirun else _run(overrides, console)
+        if args.full and args.command != "report":
+            parser.error(f"--full is an option of bench report, not of bench {args.command}")
+        if args.multirun and args.command != "run":
+            parser.error(f"-m is an option of bench run, not of bench {args.command}")
         if args.command == "report":
-            return _report(overrides, console)
+            return _report(overrides, console, full=args.full)
         if args.command == "help":
             print(USAGE, end="")
             return 0

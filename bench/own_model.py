@@ -96,7 +96,7 @@ def evaluate(
         groups += list(overrides)  # Hydra override strings, as on the command line
     plan, _ = run_command(groups, console or Console(quiet=True), values)
     store = RecordStore(plan.dataset_dir)
-    records = [r for r in (store.get(cell.name) for cell in plan.cells) if r is not None]
+    records = [r for r in (store.get(cell.name) for cell in plan.selected_cells) if r is not None]
     return records_frame(records)
 
 

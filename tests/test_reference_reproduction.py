@@ -52,7 +52,9 @@ def test_a_fresh_clone_run_writes_no_tracked_file_and_compares_with_the_referenc
     assert (clone / "results" / "runs" / "digits" / "leaderboard.md").exists()
     status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
     assert status.stdout == ""  # results/runs/ is ignored; the reference is untouched
-    assert "vs reference results/reference/digits: 8 cell(s) compared (8 with the same configuration" in result.stdout
+    said = " ".join(result.stdout.split())  # the terminal wraps the verdict
+    assert "Reference: matches the reference results/reference/digits within its seed spread (8 cell(s)" in said
+    assert "8 with the same configuration and code" in said
 
 
 @pytest.mark.slow
@@ -90,7 +92,8 @@ def test_an_edited_reference_cell_fails_the_comparison(tmp_path):
     far = RecordStore(doctored(tmp_path / "far", cell, 3 * tolerance)).all()
     outside = compare(run, far, tmp_path).outside
     assert [d.cell for d in outside] == [cell]
-    assert "1 of 1 outside" in compare(run, far, tmp_path).summary()
+    verdict = compare(run, far, tmp_path).summary()
+    assert "1 of 1 cell(s) differ from the reference" in verdict and "all of attack kd (largest" in verdict
     near = RecordStore(doctored(tmp_path / "near", cell, 0.5 * tolerance)).all()
     assert compare(run, near, tmp_path).outside == []
 

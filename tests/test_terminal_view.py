@@ -8,6 +8,8 @@ The golden file is the committed digits reference (results/reference/digits/reco
 from __future__ import annotations
 
 import io
+import re
+import shutil
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -117,3 +119,43 @@ def test_bench_list_shows_every_option_in_full_at_80_columns():
             for option in fields(entry.config) if entry.config else ():
                 assert f"      {option.name}={_default(option)!r}" in lines, (entry.name, option.name)
     assert "      surrogate_root=None" in lines and "      access='probabilities'" in lines
+
+
+SUMMARY_GOLDEN = Path(__file__).parent / "golden" / "terminal" / "digits_run_last_screen_80x40.txt"
+
+
+def test_the_last_screen_of_an_80_column_run_is_the_golden_one(tmp_path, monkeypatch, capsys):
+    """`bench run all seeds=3` at 80×40 over a copy of the committed digits records (every cell
+    reused, so the figures are the reference's): its last 40 lines hold the whole answer: the
+    ranking with its verdicts, the drop of every defense × attack, the finding, the run's time, the
+    comparison's verdict and the files. Regenerate with KDBENCH_UPDATE_GOLDEN=1 after a deliberate change."""
+    from kdbench.cli import main
+
+    # the default folders, relative to the working directory, as a user's clone has them
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "reference").symlink_to(REFERENCE.parent, target_is_directory=True)
+    shutil.copytree(REFERENCE / "records", tmp_path / "results" / "runs" / "digits" / "records")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setenv("LINES", "40")
+    assert main(["run", "all", "seeds=3"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    screen = [line.rstrip() for line in printed[-40:]]
+    assert max(len(line) for line in screen) <= 80
+    # the run's own time is the one figure that is not the records'
+    screen = [re.sub(r"reused, in .*\.$", "reused, in <time>.", line) for line in screen]
+    screen = [re.sub(r"^\d\d:\d\d:\d\d ", "<hh:mm:ss> ", line) for line in screen]
+    text = "\n".join(screen) + "\n"
+    if os.environ.get("KDBENCH_UPDATE_GOLDEN"):
+        SUMMARY_GOLDEN.write_text(text)
+    assert text == SUMMARY_GOLDEN.read_text()
+    # what the screen must hold, whatever the golden file says
+    assert "kdbench: digits: ranking" in text and "kdbench: digits: drop (points) per attack" in text
+    board = leaderboard_frame(records_frame(RecordStore(REFERENCE).all()))
+    for row in board[board.defense != "scratch (no teacher)"].itertuples():
+        ranking_row = [line for line in screen if line.split()[1:2] == [row.defense]]
+        matrix_row = [line for line in screen if line.split()[:1] == [row.defense] and line.split()[1][0] in "+-"]
+        assert len(ranking_row) == 1 and ranking_row[0].endswith(str(row.verdict)), row.defense
+        assert len(matrix_row) == 1 and len(matrix_row[0].split()) == 1 + 7, row.defense  # 7 attacks
+    assert "Finding: " in text and "Reference: matches the reference results/reference/digits" in text
+    assert screen[-2].startswith("Files in results/runs/digits/: leaderboard.md")

@@ -95,6 +95,8 @@ class RunPlan:
     # the plugins, built once per run from ``defenses`` and ``attacks`` (a variant: its base's class)
     defense_plugins: dict[str, Defense] = field(default_factory=dict)
     attack_plugins: dict[str, Attack] = field(default_factory=dict)
+    # (teacher, attack) → why that attack cannot run on that teacher: its cells are "n/a", not run
+    not_applicable: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def attack_plugin(self, name: str) -> str:
         """The registered attack that column ``name`` runs (itself, or a variant's base)."""
@@ -105,12 +107,27 @@ class RunPlan:
         return self.recipe_by_model.get(arch, self.recipe)
 
     @property
-    def cells(self) -> list[Cell]:
+    def selected_cells(self) -> list[Cell]:
+        """Every cell the selection names, those of attacks that cannot run on their teacher included."""
         return [
             Cell(t, d, a, s, seed)
             for seed, t, d, a, s in itertools.product(
                 self.seeds, self.teachers, self.defenses, self.attacks, self.students
             )
+        ]
+
+    @property
+    def cells(self) -> list[Cell]:
+        """The cells to compute."""
+        return [c for c in self.selected_cells if (c.teacher, c.attack) not in self.not_applicable]
+
+    @property
+    def not_applicable_cells(self) -> list[tuple[Cell, str]]:
+        """The selected cells whose attack cannot run on their teacher, with the reason."""
+        return [
+            (c, self.not_applicable[c.teacher, c.attack])
+            for c in self.selected_cells
+            if (c.teacher, c.attack) in self.not_applicable
         ]
 
     @property
@@ -135,9 +152,14 @@ def _built(registry: Registry, group: str, selected: dict[str, Any], bases: dict
     return built
 
 
-def _check_attacks(attacks: dict[str, Attack], teachers: list[str], dataset: DatasetConfig) -> None:
-    """Refuse, before anything trains, an attack that cannot work here: on a chosen teacher
-    (DeepInversion needs BatchNorm), or on a held-out split the dataset does not set aside."""
+def _check_attacks(
+    attacks: dict[str, Attack], teachers: list[str], dataset: DatasetConfig, *, chosen: bool
+) -> dict[tuple[str, str], str]:
+    """Refuse, before anything trains, an attack that cannot work here: on a held-out split the
+    dataset does not set aside, or on a chosen teacher (DeepInversion needs BatchNorm). The latter
+    only where the attacks were ``chosen`` (``attack=`` given): otherwise that attack's cells on that
+    teacher are n/a, returned as (teacher, attack) → the reason, and the rest of the matrix runs."""
+    not_applicable: dict[tuple[str, str], str] = {}
     for name, attack in attacks.items():
         if attack.data_access is DataAccess.HELDOUT_INPUTS and not dataset.heldout_fraction > 0:
             raise ConfigError(
@@ -145,8 +167,18 @@ def _check_attacks(attacks: dict[str, Attack], teachers: list[str], dataset: Dat
                 f"set dataset.heldout_fraction (e.g. 0.2)"
             )
         for arch in teachers:
-            with options_of(f"attack.{name}"):
-                attack.check_teacher(arch, probe_model(arch))
+            try:
+                with options_of(f"attack.{name}"):
+                    attack.check_teacher(arch, probe_model(arch))
+            except ConfigError as err:
+                if chosen:
+                    raise
+                not_applicable[arch, name] = str(err)
+    runnable = [(t, a) for t in teachers for a in attacks if (t, a) not in not_applicable]
+    if not runnable:
+        first = next(iter(not_applicable.values()))
+        raise ConfigError(f"no attack can run on teacher {teachers[0]!r}: {first}")
+    return not_applicable
 
 
 def _as_list(value: Any) -> list[str]:
@@ -210,8 +242,8 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     attacks = selected_plugins(ATTACKS, "attack", cfg.get("attack"))
     attack_bases = attack_variants_of(attacks, cfg.get("attack_variants"))
     attack_plugins = _built(ATTACKS, "attack", attacks, attack_bases)
-    _check_attacks(attack_plugins, teachers, dataset)
-    teacher_file = _teacher_file(cfg, teachers)
+    teacher_file = _teacher_file(cfg, teachers)  # a missing file is named before anything else
+    not_applicable = _check_attacks(attack_plugins, teachers, dataset, chosen="attack" in given)
     defenses = selected_plugins(DEFENSES, "defense", cfg.get("defense"))
     from_files = [name for name, options in defenses.items() if callable(getattr(options, "weight_file", None))]
     if from_files and len(teachers) != 1:
@@ -247,6 +279,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         paper_differences=paper_differences,
         defense_plugins=_built(DEFENSES, "defense", defenses, {}),
         attack_plugins=attack_plugins,
+        not_applicable=not_applicable,
     )
 
 

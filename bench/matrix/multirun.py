@@ -56,7 +56,9 @@ def run_cell_job(cfg: DictConfig) -> None:
     job = HydraConfig.get()
     with open_dict(cfg):
         cfg.preset_name = str(job.runtime.choices.get("preset", "default"))
-        cfg.given_keys = sorted({override_key(o) for o in job.overrides.task})
+        # the sweep names each job's attack: an attack that cannot run on the job's teacher makes
+        # its cell n/a, as in `bench run` (a user's own attack= was checked before the sweep)
+        cfg.given_keys = sorted({override_key(o) for o in job.overrides.task} - {"attack"})
         cfg.device = device_for_job(str(cfg.device), job.job.num, torch.cuda.device_count())
     plan = plan_from_config(cfg)
     # Hydra sends the "kdbench" logger to the job's log file (and its console): one line per

@@ -33,10 +33,10 @@ from kdbench.matrix.pending import measured_records, pending_cells
 from kdbench.matrix.runner import Runner
 from kdbench.matrix.workers import run_in_workers
 from kdbench.models.weights import TEST_SPLIT_NOTE
-from kdbench.progress import Progress
+from kdbench.progress import Progress, duration
 from kdbench.store.atomic import sweep_results
 from kdbench.store.cache import ArtifactCache
-from kdbench.store.records import Record, RecordStore
+from kdbench.store.records import STATUS_NA, CellDetails, Record, RecordStore
 from kdbench.training.loop import Trainer
 from kdbench.version import __version__
 
@@ -196,7 +196,7 @@ def run_command(
     from kdbench.config.plan import plan_from_config
     from kdbench.report.files import write_reports
     from kdbench.report.reference import compare_with_reference
-    from kdbench.report.terminal import print_terminal_view
+    from kdbench.report.terminal import print_summary
 
     command = command_line([*overrides, *(f"{key}={as_override(value)}" for key, value in (values or {}).items())])
     plan = replace(plan_from_config(compose_config(overrides, values)), command=command)
@@ -216,21 +216,28 @@ def run_command(
     settings = settings_of(plan, data)
     settings["command"] = command
     # the board of this run's cells; `bench report` shows every record of the folder
-    board = write_reports(plan.dataset_dir, settings, cells={cell.name for cell in plan.cells})
-    console.print()
-    print_terminal_view(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir)
+    board = write_reports(plan.dataset_dir, settings, cells={cell.name for cell in plan.selected_cells})
+    notes = []
     for option, path, _ in owned_files(plan):  # the leaderboard's header says it too
         name = (
             f" as {plan.teacher_file.label(plan.teachers[0])}"
             if option == "teacher_weights" and plan.teacher_file
             else ""
         )
-        console.print(f"{option}={path}{name}: {TEST_SPLIT_NOTE}", highlight=False, markup=False, soft_wrap=True)
-    console.print(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {elapsed:.1f} s")
+        notes.append(f"{option}={path}{name}: {TEST_SPLIT_NOTE}")
+    for teacher in plan.teachers:
+        cannot = [attack for (arch, attack) in plan.not_applicable if arch == teacher]
+        if cannot:
+            notes.append(
+                f"n/a: {', '.join(cannot)} cannot run on teacher {teacher} (the reasons: leaderboard.md, records.csv)."
+            )
+    notes.append(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {duration(elapsed)}.")
     if plan.reference_dir is not None:
         comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.reference_name)
         if comparison is not None:
-            console.print(comparison.summary(), soft_wrap=True)
+            notes.append(comparison.summary())
+    console.print()
+    print_summary(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir, notes)
     return plan, done
 
 
@@ -259,6 +266,7 @@ def run_matrix(plan: RunPlan, progress: Progress, data: ImageData | None = None)
     store = RecordStore(plan.dataset_dir)
     for stray in sweep_results(plan.dataset_dir, plan.cache_dir):
         progress.log(f"removed {stray}, left half-written by a run that was killed")
+    record_not_applicable(plan, store, progress)
     todo = pending_cells(plan, store)
     skipped = len(plan.cells) - len(todo)
     if skipped:
@@ -275,6 +283,41 @@ def run_matrix(plan: RunPlan, progress: Progress, data: ImageData | None = None)
         return Runner(plan, progress, data).run(todo, measured)
     finally:
         torch.set_num_threads(previous)
+
+
+def record_not_applicable(plan: RunPlan, store: RecordStore, progress: Progress) -> None:
+    """Write an "n/a" record, with the reason, for each cell whose attack cannot run on its teacher
+    (one line per attack and teacher says so), so that the tables show it as such."""
+    said: set[tuple[str, str]] = set()
+    for cell, reason in plan.not_applicable_cells:
+        if (cell.teacher, cell.attack) not in said:
+            said.add((cell.teacher, cell.attack))
+            progress.log(f"n/a: attack {cell.attack} on teacher {cell.teacher}, not run: {reason}")
+        record = Record(
+            dataset=plan.dataset.name,
+            defense=cell.defense,
+            attack=cell.attack,
+            student=cell.student,
+            seed=cell.seed,
+            teacher=cell.teacher,
+            teacher_acc=None,
+            student_acc=None,
+            baseline_acc=None,
+            drop=None,
+            status=STATUS_NA,
+            wall_s=0.0,
+            key="",
+            reason=reason,
+            student_arch=cell.student_arch,
+            details=CellDetails(
+                command=plan.command or None,
+                # the row of the owner's network, where the teacher came from a file
+                teacher_label=plan.teacher_file.label(cell.teacher) if plan.teacher_file else None,
+            ),
+        )
+        known = store.get(cell.name)
+        if known is None or (known.status, known.reason) != (STATUS_NA, reason):
+            store.put(record)
 
 
 def check_writable(plan: RunPlan) -> None:

@@ -15,7 +15,7 @@ from kdbench.report.leaderboard import leaderboard_frame, records_frame, teacher
 from kdbench.report.paper import with_paper_figures
 from kdbench.report.tables import RUN_SCOPE, leaderboard_markdown
 from kdbench.store.atomic import atomic_write_text
-from kdbench.store.records import Record, RecordStore
+from kdbench.store.records import STATUS_NA, Record, RecordStore
 
 SETTINGS_FILE = "run.json"
 
@@ -75,6 +75,9 @@ def write_reports(
         settings = json.loads(settings_path.read_text())
     settings = {**(settings or {}), **provenance(records)}
     settings["scope"] = RUN_SCOPE if cells is not None else "every record in the folder"
+    settings["not_applicable"] = {
+        f"{r.attack} on {teacher_label(r)}": r.reason for r in records if r.status == STATUS_NA
+    }
     frame = records_frame(records)
     board = leaderboard_frame(frame)
     if (settings or {}).get("paper"):

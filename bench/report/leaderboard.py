@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from kdbench.store.records import STATUS_OK, Record
+from kdbench.store.records import STATUS_NA, STATUS_OK, Record
 
 RECORD_COLUMNS = [
     "dataset",
@@ -129,16 +129,20 @@ def leaderboard_frame(frame: pd.DataFrame) -> pd.DataFrame:
             row[f"{name} drop"], row[f"{name} drop_std"] = _mean_std(cell_ok["drop"])
             bad = cell[cell.status != STATUS_OK].status
             row[f"{name} status"] = (
-                ", ".join(f"{n} {s}" for s, n in bad.value_counts().sort_index().items()) or STATUS_OK
+                STATUS_NA
+                if len(cell) and (cell.status == STATUS_NA).all()
+                else ", ".join(f"{n} {s}" for s, n in bad.value_counts().sort_index().items()) or STATUS_OK
             )
         for student in students:
-            options = [(row[f"{a}/{s} drop"], row[f"{a}/{s} drop_std"], a) for a, s in pairs if s == student]
+            # an attack that cannot run on this teacher (n/a) is not one of its options
+            applicable = [(a, s) for a, s in pairs if s == student and row[f"{a}/{s} status"] != STATUS_NA]
+            options = [(row[f"{a}/{s} drop"], row[f"{a}/{s} drop_std"], a) for a, s in applicable]
             finished = [o for o in options if not pd.isna(o[0])]
             worst = min(finished, key=lambda o: o[0], default=(float("nan"), float("nan"), ""))
             row[f"{student} worst_drop"], row[f"{student} worst_drop_std"], row[f"{student} worst_attack"] = worst
             # incomplete: an attack with a seed that did not finish, or with no finished seed at all
             row[f"{student} complete"] = len(finished) == len(options) and all(
-                row[f"{a}/{s} status"] == STATUS_OK for a, s in pairs if s == student
+                row[f"{a}/{s} status"] == STATUS_OK for a, s in applicable
             )
         candidates = [(row[f"{s} worst_drop"], row[f"{s} worst_drop_std"], s) for s in students]
         finished = [c for c in candidates if not pd.isna(c[0])]
@@ -229,13 +233,21 @@ def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
-def ranking_rule(board: pd.DataFrame) -> str:
-    """How the ranks and verdicts were decided, in words, for the reader of this board."""
+def ranking_rule(board: pd.DataFrame, *, short: bool = False) -> str:
+    """How the ranks and verdicts were decided, in words, for the reader of this board (``short``:
+    in two lines of 80 columns, for the terminal's summary)."""
     seeds = board[board.defense != SCRATCH_ROW].seeds
     if seeds.max() <= 1:
+        if short:
+            return "One seed: ranks follow the point estimates, and no verdict says “protects” (that needs seeds)."
         return (
             "One seed: no significance can be judged. Ranks follow the point estimates, and no "
             "defense is said to protect (a verdict needs several seeds)."
+        )
+    if short:
+        return (
+            f"Ranks tie unless the guaranteed drops' intervals (mean ± {SIGNIFICANCE:g} standard errors over "
+            f"seeds) are disjoint; “{PROTECTS}”: positive beyond that interval."
         )
     return (
         f"Ranks: two defenses share a rank unless their guaranteed drops' intervals (mean ± "
@@ -248,18 +260,10 @@ def findings(board: pd.DataFrame) -> list[str]:
     """One sentence per defense, generated from the data: which attacks it holds against (with the
     points the student loses) and which recover everything."""
     ranked = board[board.defense != SCRATCH_ROW]
-    pairs = [c.removesuffix(" drop") for c in board.columns if c.endswith(" drop") and "/" in c]
     lines = []
     for label, (_, row) in zip(row_labels(ranked), ranked.iterrows(), strict=True):
-        attacks: dict[str, list[tuple[float, bool]]] = {}
-        for pair in pairs:
-            attack, _student = pair.split("/", 1)
-            mean, std = row[f"{pair} drop"], row[f"{pair} drop_std"]
-            if pd.isna(mean):
-                continue
-            attacks.setdefault(attack, []).append((mean, _significant_drop(mean, std, int(row.seeds))))
         holds, breaks, partly = [], [], []
-        for attack, drops in attacks.items():
+        for attack, drops in attack_drops(row, board).items():
             low, high = min(d for d, _ in drops), max(d for d, _ in drops)
             span = f"{low:.1f}" if abs(high - low) < 0.05 else f"{low:.1f}–{high:.1f}"
             if all(sig for _, sig in drops):
@@ -279,6 +283,68 @@ def findings(board: pd.DataFrame) -> list[str]:
             continue
         lines.append(f"{label}: " + "; ".join(parts) + ".")
     return lines
+
+
+def attack_drops(row: pd.Series, board: pd.DataFrame) -> dict[str, list[tuple[float, bool]]]:
+    """A board row's finished cells per attack: (mean drop, beyond noise) for each student."""
+    pairs = [c.removesuffix(" drop") for c in board.columns if c.endswith(" drop") and "/" in c]
+    attacks: dict[str, list[tuple[float, bool]]] = {}
+    for pair in pairs:
+        attack, _student = pair.split("/", 1)
+        mean, std = row[f"{pair} drop"], row[f"{pair} drop_std"]
+        if not pd.isna(mean):
+            attacks.setdefault(attack, []).append((mean, _significant_drop(mean, std, int(row.seeds))))
+    return attacks
+
+
+def headline(board: pd.DataFrame) -> str:
+    """The run's finding in one sentence: the defense that makes the most attacks' students lose
+    points that the normal teacher's students do not lose, and the attacks that recover them."""
+    ranked = board[board.defense != SCRATCH_ROW]
+    normal_drops = {
+        str(row.teacher): attack_drops(row, board) for _, row in ranked[ranked.defense == "normal"].iterrows()
+    }
+    best: tuple[int, float, str] | None = None
+    for label, (_, row) in zip(row_labels(ranked), ranked.iterrows(), strict=True):
+        if row.defense == "normal":
+            continue
+        normal = normal_drops.get(str(row.teacher), {})
+        held: list[tuple[str, float, str]] = []  # attack, smallest drop, span
+        recovered, partly = [], []
+        for attack, drops in attack_drops(row, board).items():
+            low, high = min(d for d, _ in drops), max(d for d, _ in drops)
+            span = f"{low:.1f}" if abs(high - low) < 0.05 else f"{low:.1f}–{high:.1f}"
+            if all(sig for _, sig in drops) and not any(sig for _, sig in normal.get(attack, [])):
+                held.append((attack, low, span))
+            elif not any(sig for _, sig in drops):
+                recovered.append(attack)
+            elif not all(sig for _, sig in drops):
+                partly.append(attack)
+        if not held:
+            continue
+        losses = [
+            f"{a} students lose {span} points" if i == 0 else f"{a} students {span}"
+            for i, (a, _, span) in enumerate(held)
+        ]
+        sentence = f"{label}: {_join(losses)}"
+        if normal:
+            sentence += ", where the normal teacher's lose none beyond noise"
+        if recovered:
+            sentence += f"; {_join(recovered)} recover{'s' if len(recovered) == 1 else ''} everything"
+        if partly:
+            sentence += f" ({_join(partly)} for some students)"
+        score = (len(held), sum(low for _, low, _ in held), sentence + ".")
+        best = score if best is None or score[:2] > best[:2] else best
+    if best is not None:
+        return best[2]
+    if ranked.empty:
+        return "No defense was measured."
+    return "No defense makes any attack's students lose points beyond noise that the normal teacher's do not lose."
+
+
+def shown_status(status: str) -> str:
+    """A cell's status as the tables show it: "n/a" for an attack that cannot run on the teacher."""
+    return "n/a" if status == STATUS_NA else status
 
 
 def _owner_cost(cells: pd.DataFrame) -> dict[str, float]:

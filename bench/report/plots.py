@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from kdbench.report.leaderboard import shown_status
 from kdbench.store.atomic import atomic_write
 
 
@@ -76,7 +77,7 @@ def plot_matrix(board: pd.DataFrame, path: Path, title: str) -> None:
     image = ax.imshow(values, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -span, span), aspect="auto")
     for (i, j), value in np.ndenumerate(values):
         status = rows.iloc[i].get(f"{pairs[j]} status")
-        text = f"{value:+.1f}" if np.isfinite(value) else (status if isinstance(status, str) else "–")
+        text = f"{value:+.1f}" if np.isfinite(value) else (shown_status(status) if isinstance(status, str) else "–")
         dark = np.isfinite(value) and abs(value) >= 0.6 * span  # an empty cell is white: its text black
         ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
     ax.set_xticks(range(len(pairs)), [p.replace("/", "\n→ ") for p in pairs], fontsize=9)

@@ -25,6 +25,7 @@ MIN_TOLERANCE = 0.5  # points
 @dataclass
 class CellDifference:
     cell: str
+    attack: str
     measured: float
     reference: float
     tolerance: float | None  # None: the reference has one seed of this cell, no spread to judge by
@@ -49,27 +50,34 @@ class Comparison:
         return [d for d in self.differences if d.within is False]
 
     def summary(self) -> str:
-        """One line: cells compared, median and largest |Δ| (naming the cell), and the verdict."""
+        """The verdict in a sentence: whether the run matches the reference within its seed spread,
+        and where it does not, which attacks' cells differ and by how much at most."""
+        where = f"the reference {self.reference}"
         if not self.differences:
-            return f"reference {self.reference}: no cell of this run is in it, nothing compared"
-        deltas = sorted(self.differences, key=lambda d: abs(d.delta))
-        largest = deltas[-1]
-        median = statistics.median(abs(d.delta) for d in deltas)
-        judged = [d for d in deltas if d.within is not None]
+            return f"Reference: no cell of this run is in {where}; nothing compared."
+        n = len(self.differences)
+        identical = sum(abs(d.delta) < 1e-9 for d in self.differences)
+        same = f"{identical} identical, {self.same_configuration} with the same configuration and code"
+        judged = [d for d in self.differences if d.within is not None]
+        largest = max(self.differences, key=lambda d: abs(d.delta))
         if not judged:
-            verdict = "the reference has one seed per cell: no spread to judge the differences by"
-        elif not self.outside:
-            verdict = f"all within {SPREAD_FACTOR:g}× the reference's seed std (at least {MIN_TOLERANCE} points)"
-        else:
-            first = max(self.outside, key=lambda d: abs(d.delta))
-            verdict = (
-                f"{len(self.outside)} of {len(judged)} outside {SPREAD_FACTOR:g}× the reference's seed std "
-                f"(e.g. {first.cell}: {first.delta:+.2f}, tolerance {first.tolerance:.2f})"
+            return (
+                f"Reference: {n} cell(s) compared with {where} ({same}); largest difference "
+                f"{largest.delta:+.2f} points ({largest.cell}); the reference has one seed per cell, so no "
+                "spread to judge that by."
             )
+        if not self.outside:
+            return (
+                f"Reference: matches {where} within its seed spread ({n} cell(s) compared, {same}; largest "
+                f"difference {largest.delta:+.2f} points)."
+            )
+        first = max(self.outside, key=lambda d: abs(d.delta))
+        attacks = sorted({d.attack for d in self.outside})
         return (
-            f"vs reference {self.reference}: {len(deltas)} cell(s) compared "
-            f"({self.same_configuration} with the same configuration and code); "
-            f"median |Δ| {median:.2f}, largest {largest.delta:+.2f} points ({largest.cell}); {verdict}"
+            f"Reference: {len(self.outside)} of {len(judged)} cell(s) differ from {where} by more than "
+            f"{SPREAD_FACTOR:g}× its seed std, all of attack{'s' if len(attacks) > 1 else ''} {', '.join(attacks)} "
+            f"(largest {first.cell}: {first.delta:+.2f} points, tolerance {first.tolerance:.2f}); the other "
+            f"{n - len(self.outside)} match within it ({same})."
         )
 
 
@@ -91,7 +99,9 @@ def compare(records: list[Record], reference: list[Record], where: Path) -> Comp
             continue
         accs = spread[_group(ref)]
         tolerance = max(SPREAD_FACTOR * statistics.stdev(accs), MIN_TOLERANCE) if len(accs) > 1 else None
-        comparison.differences.append(CellDifference(record.cell, record.student_acc, ref.student_acc, tolerance))
+        comparison.differences.append(
+            CellDifference(record.cell, record.attack, record.student_acc, ref.student_acc, tolerance)
+        )
         comparison.same_configuration += record.key == ref.key
     return comparison
 

@@ -8,7 +8,16 @@ from typing import Any
 
 import pandas as pd
 
-from kdbench.report.leaderboard import INCOMPLETE_MARK, OWNER_COST_KEYS, SCRATCH_ROW, findings, ranking_rule, row_labels
+from kdbench.report.leaderboard import (
+    INCOMPLETE_MARK,
+    OWNER_COST_KEYS,
+    SCRATCH_ROW,
+    attack_drops,
+    findings,
+    ranking_rule,
+    row_labels,
+    shown_status,
+)
 from kdbench.report.paper import paper_note
 from kdbench.store.records import STATUS_OK
 
@@ -80,7 +89,7 @@ def matrix_table(board: pd.DataFrame) -> list[list[str]]:
             status = row.get(f"{p} status")
             unfinished = isinstance(status, str) and status != STATUS_OK
             if pd.isna(row[f"{p} acc"]):
-                cells.append(status if unfinished else "–")
+                cells.append(shown_status(status) if unfinished else "–")
                 continue
             text = _value(row[f"{p} acc"], row[f"{p} acc_std"])
             if row["defense"] != SCRATCH_ROW:
@@ -89,6 +98,48 @@ def matrix_table(board: pd.DataFrame) -> list[list[str]]:
         teacher = _value(row.get("teacher_acc"), row.get("teacher_acc_std")) + paper_note(row, "teacher_acc")
         lines.append([label, teacher, *cells])
     return lines
+
+
+BEYOND_NOISE_MARK = "*"
+
+
+def drop_matrix_table(board: pd.DataFrame) -> list[list[str]]:
+    """Defense × attack, one figure per cell: the drop of the student that steals best (the smallest
+    mean drop over students), marked where every student's drop is beyond noise; an attack with no
+    finished student shows the unfinished cells' status. Figures of a column share one width, so
+    that their decimal points align in a left-justified column."""
+    ranked = board[board.defense != SCRATCH_ROW]
+    pairs = [c.removesuffix(" drop") for c in board.columns if c.endswith(" drop") and "/" in c]
+    attacks = list(dict.fromkeys(p.split("/", 1)[0] for p in pairs))
+    grid: list[list[tuple[float, str] | str]] = []  # (smallest drop, marks), or the text of a cell without one
+    for _, row in ranked.iterrows():
+        drops = attack_drops(row, board)
+        cells: list[tuple[float, str] | str] = []
+        for attack in attacks:
+            statuses = [row[f"{p} status"] for p in pairs if p.split("/", 1)[0] == attack]
+            unfinished = any(s != STATUS_OK for s in statuses)
+            if attack not in drops:
+                cells.append(_short_status(statuses) if unfinished else "–")
+                continue
+            beyond = all(sig for _, sig in drops[attack]) and not unfinished
+            marks = (BEYOND_NOISE_MARK if beyond else "") + (INCOMPLETE_MARK if unfinished else "")
+            cells.append((min(d for d, _ in drops[attack]), marks))
+        grid.append(cells)
+    widths = [
+        max((len(f"{c[0]:+.1f}") for c in column if isinstance(c, tuple)), default=0)
+        for column in zip(*grid, strict=True)
+    ] or [0] * len(attacks)
+    lines = [["defense", *attacks]]
+    for label, cells in zip(row_labels(ranked), grid, strict=True):
+        texts = [c if isinstance(c, str) else f"{c[0]:+{w}.1f}{c[1]}" for c, w in zip(cells, widths, strict=True)]
+        lines.append([label, *texts])
+    return lines
+
+
+def _short_status(statuses: list[str]) -> str:
+    """``["1 failed", "1 diverged"]`` → ``failed``: the first status other than ok, without its count."""
+    first = next(s for s in statuses if s != STATUS_OK)
+    return shown_status(first.split(",")[0].split(" ", 1)[-1])
 
 
 def _markdown(table: list[list[str]]) -> list[str]:
@@ -113,6 +164,7 @@ def applicable_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
 HEADER_SKIPS = (
     "scope",
+    "not_applicable",
     "recipe",
     "recipe_by_model",
     "command",
@@ -220,8 +272,10 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
             ]
     if settings.get("data"):
         out += [f"Data: {settings['data']}.", ""]
+    out += _markdown(matrix_table(board))
+    for where, reason in sorted((settings.get("not_applicable") or {}).items()):
+        out += ["", f"n/a: attack {where}, not run: {reason}"]
     out += [
-        *_markdown(matrix_table(board)),
         "",
         "![teacher accuracy against guaranteed drop](tradeoff.png)",
         "",

@@ -1,5 +1,10 @@
 """The leaderboard as a person reads it in a terminal of any width (80 columns included).
 
+Two views: the summary (:func:`print_summary`, what ``bench run`` ends with: the ranking with its
+verdicts, a defense × attack drop matrix, the finding in one sentence and the files, one screen of
+an 80×40 terminal for the default matrix) and the full view (:func:`print_terminal_view`, ``bench
+report --full``: every column of the ranking and every student of the matrix).
+
 The tables are :mod:`kdbench.report.leaderboard`'s own (:func:`~kdbench.report.tables.ranking_table`,
 :func:`~kdbench.report.tables.matrix_table`), so the terminal shows exactly the figures of
 ``leaderboard.md``; only their layout changes. Nothing is ever cut: a cell's figure and its
@@ -11,15 +16,17 @@ accuracy). The last lines name the files with everything.
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from kdbench.report.leaderboard import INCOMPLETE_MARK, findings, ranking_rule
-from kdbench.report.tables import matrix_table, ranking_table
+from kdbench.report.leaderboard import INCOMPLETE_MARK, findings, headline, ranking_rule
+from kdbench.report.tables import BEYOND_NOISE_MARK, drop_matrix_table, matrix_table, ranking_table
 
 RANKING_KEYS = 2  # rank, defense
 MATRIX_KEYS = 2  # defense, teacher acc
@@ -50,19 +57,22 @@ def _header(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, max(width, 1), break_long_words=False, break_on_hyphens=False)) or text
 
 
-def _table(header: list[str], rows: list[list[str]], columns: list[int], keys: int) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+def _table(header: list[str], rows: list[list[str]], columns: list[int], keys: int, *, compact: bool = False) -> Table:
+    """``compact``: no blank line above the header and below the last row, and figures marked
+    beyond noise in bold green (on a terminal with colour)."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=not compact, padding=(0, 0) if compact else (0, 1))
     for i in columns:
         widest = max((len(line) for row in rows for line in row[i].splitlines()), default=1)
         table.add_column(
-            _header(header[i], max(widest, min(len(header[i]), 12))),
-            justify="left" if i < keys else "right",
+            _header(header[i], max(widest, min(len(header[i]), 16 if compact else 12))),
+            justify="left" if i < keys or compact else "right",
             overflow="fold",
             no_wrap=False,
         )
     tall = any("\n" in row[i] for row in rows for i in columns)  # rows of several lines: a gap between them
     for n, row in enumerate(rows):
-        table.add_row(*(row[i] for i in columns), end_section=tall and n < len(rows) - 1)
+        cells = [Text(row[i], style="bold green" if compact and BEYOND_NOISE_MARK in row[i] else "") for i in columns]
+        table.add_row(*cells, end_section=tall and n < len(rows) - 1)
     return table
 
 
@@ -80,7 +90,9 @@ def ranking_first(table: list[list[str]], keys: int) -> list[list[str]]:
     return [[row[i] for i in columns] for row in table]
 
 
-def fitted_tables(title: str, table: list[list[str]], *, keys: int, console: Console) -> list[tuple[str, Table]]:
+def fitted_tables(
+    title: str, table: list[list[str]], *, keys: int, console: Console, compact: bool = False
+) -> list[tuple[str, Table]]:
     """``table`` (header + rows of text) as one or more titled rich tables no wider than ``console``:
     the first ``keys`` columns in each, the others packed in order into as few parts as fit."""
     header = table[0]
@@ -91,7 +103,10 @@ def fitted_tables(title: str, table: list[list[str]], *, keys: int, console: Con
     current: list[int] = []
     for i in range(keys, len(header)):
         trial = [*range(keys), *current, i]
-        if current and console.measure(_table(header, rows, trial, keys), options=unbounded).maximum > width:
+        if (
+            current
+            and console.measure(_table(header, rows, trial, keys, compact=compact), options=unbounded).maximum > width
+        ):
             parts.append(current)
             current = [i]
         else:
@@ -101,7 +116,7 @@ def fitted_tables(title: str, table: list[list[str]], *, keys: int, console: Con
     tables = []
     for n, part in enumerate(parts, 1):
         name = title if len(parts) == 1 else f"{title} (part {n} of {len(parts)})"
-        tables.append((name, _table(header, rows, [*range(keys), *part], keys)))
+        tables.append((name, _table(header, rows, [*range(keys), *part], keys, compact=compact)))
     return tables
 
 
@@ -134,3 +149,51 @@ def print_terminal_view(board: pd.DataFrame, console: Console, title: str, folde
         name_width = max(len(name) for name, _ in FILES)
         for name, what in FILES:
             console.print(f"  {name:<{name_width}}  {what}", highlight=False, markup=False)
+
+
+SUMMARY_RANKING = ("rank", "defense", "teacher acc", "guaranteed drop", "verdict")
+SUMMARY_LEGEND = (
+    "Drop: the points a stolen student loses against itself trained from scratch. Guaranteed: for "
+    "the attack and student that steal best. Higher is better for the defense."
+)
+DROPS_LEGEND = (
+    f"The smallest drop over students; {BEYOND_NOISE_MARK} beyond noise for every student. A drop the "
+    "normal row shows too is the attack's weakness, not the defense's doing."
+)
+
+
+def print_summary(
+    board: pd.DataFrame, console: Console, title: str, folder: Path | None = None, notes: Sequence[str] = ()
+) -> None:
+    """The answer on one screen: the ranking with its verdicts, the drop of each defense × attack,
+    the finding in one sentence, ``notes`` (the run's time, the comparison with the reference) and
+    (with ``folder``) where everything else is."""
+
+    def say(text: str, **style: str) -> None:
+        console.print(text, highlight=False, markup=False, **style)
+
+    full = ranking_table(board)
+    columns = [full[0].index(name) for name in SUMMARY_RANKING]
+    ranking = [[row[i] for i in columns] for row in full]
+    for name, table in fitted_tables(f"{title}: ranking", ranking, keys=RANKING_KEYS, console=console, compact=True):
+        say(name, style="bold")
+        console.print(table)
+    say(SUMMARY_LEGEND)
+    if any(INCOMPLETE_MARK in cell for row in ranking[1:] for cell in row):
+        say(f"{INCOMPLETE_MARK} some cells did not finish: ranked after every complete defense.")
+    say(ranking_rule(board, short=True))
+    drops = drop_matrix_table(board)
+    for name, table in fitted_tables(
+        f"{title}: drop (points) per attack", drops, keys=1, console=console, compact=True
+    ):
+        say(name, style="bold")
+        console.print(table)
+    say(DROPS_LEGEND)
+    say("Finding: " + headline(board))
+    for note in notes:
+        say(note)
+    if folder is not None:
+        say(
+            f"Files in {folder}/: leaderboard.md (every student and column; `bench report --full`), "
+            "leaderboard.csv, records.csv, tradeoff.png, matrix.png"
+        )

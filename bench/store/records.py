@@ -12,6 +12,9 @@ from kdbench.store.atomic import atomic_write_text
 STATUS_OK = "ok"
 STATUS_DIVERGED = "diverged"
 STATUS_FAILED = "failed"
+# the attack cannot run on the teacher's architecture (DeepInversion on a network without BatchNorm):
+# the reason says why; such a cell is not a result that is missing
+STATUS_NA = "not_applicable"  # the tables show "n/a" (which pandas would read as a missing value)
 
 
 @dataclass
