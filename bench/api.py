@@ -137,7 +137,7 @@ class DefenseContext:
         memo = f"file:{sha256}"
         if memo not in self._memo:
             model = create_model(self.teacher_arch, self.data.num_classes, self.data.input_shape)
-            load_weights(model, path, self.teacher_arch, where)
+            load_weights(model, path, self.teacher_arch, where, expected=sha256)
             model = model.to(self.trainer.device)
             self._memo[memo] = self.trainer.acceleration.layout(model).eval().requires_grad_(False)
         self.files[where] = {"path": str(path), "sha256": sha256, "test_split": TEST_SPLIT_NOTE}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import copy
-import hashlib
 import importlib
 import io
 import sys
@@ -42,6 +41,7 @@ def evaluate(
     results_dir: str | Path = "results/runs",
     overrides: Mapping[str, Any] | Iterable[str] = (),
     console: Any = None,
+    quiet: bool = False,
     **options: Any,
 ) -> pd.DataFrame:
     """Attack ``model`` (trained, in eval mode or not) on ``dataset``; one row per record, the
@@ -53,6 +53,10 @@ def evaluate(
     with ``__`` for dots (``train__epochs=2``) or ``overrides={"train.epochs": 2}``, set as the
     Python values they are (no text is parsed), or a list of Hydra override strings.
     Bad input raises :class:`kdbench.errors.ConfigError` before anything trains.
+
+    While it runs it prints what trains and the time left, then the run's summary (the ranking, the
+    drop per attack, the finding), as ``bench run`` does, on ``console`` (default: standard error);
+    ``quiet=True`` prints nothing.
     """
     from rich.console import Console
 
@@ -79,7 +83,7 @@ def evaluate(
         "attack_variants": None,
         "student": list(students),
         "results_dir": str(results),
-        "quiet": True,
+        "quiet": quiet,
     }
     if normalize is not None:
         values["dataset.normalize"] = normalize
@@ -94,7 +98,7 @@ def evaluate(
                 values[key] = value
     else:
         groups += list(overrides)  # Hydra override strings, as on the command line
-    plan, _ = run_command(groups, console or Console(quiet=True), values)
+    plan, _ = run_command(groups, console or Console(stderr=True, quiet=quiet), values)
     store = RecordStore(plan.dataset_dir)
     records = [r for r in (store.get(cell.name) for cell in plan.selected_cells) if r is not None]
     return records_frame(records)
@@ -136,11 +140,15 @@ def _is_main_guard(node: ast.stmt) -> bool:
 
 
 def save_weights(model: nn.Module, folder: Path) -> Path:
-    """``model``'s state_dict as ``folder/<sha256>.pt`` (the same weights, the same file)."""
+    """``model``'s state_dict as ``folder/<sha256 of its tensors>.pt`` (the same weights, the same
+    file, and the same identity as the CLI gives a file of them: :func:`~kdbench.models.weights.weights_sha256`)."""
+    from kdbench.models.weights import weights_sha256
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    torch.save(state, buffer)
     blob = buffer.getvalue()
-    path = folder / f"{hashlib.sha256(blob).hexdigest()[:16]}.pt"
+    path = folder / f"{weights_sha256(state)}.pt"
     if not path.exists():
         atomic_write(path, lambda f: f.write(blob))
     return path

@@ -15,9 +15,11 @@ over a multiprocessing queue (:func:`relay_events` drains it into the parent's :
 from __future__ import annotations
 
 import logging
+import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -33,10 +35,26 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgress
+from rich.table import Column
 from rich.text import Text
 
 DEFAULT_HEARTBEAT_S = 30.0
+HEARTBEAT_WIDTH = 150  # with its time stamp, a heartbeat fits a 160-column log line
+LOG_WIDTH = 160  # a longer message goes on several lines of a log, the next ones indented
 HERE = "this process"  # the slot of what trains in this process (workers are "worker <n>")
+
+
+def network_kind(role: str, arch: str, defense: str = "") -> str:
+    """The kind of a network unit, for the time-left estimate: ``network teacher digits_cnn nasty``."""
+    return f"network {role} {arch} {defense}".rstrip()
+
+
+def cell_kind(attack: str, student_arch: str) -> str:
+    """The kind of a cell unit, for the time-left estimate: ``cell deepinversion mlp``."""
+    return f"cell {attack} {student_arch}"
+
+
+TAKEN_OVER = "cell taken over"  # a cell that is the same computation as one measured: it costs nothing
 
 
 def duration(seconds: float) -> str:
@@ -52,8 +70,8 @@ def duration(seconds: float) -> str:
 class _LeftColumn(ProgressColumn):
     """The matrix's own estimate where a task carries one (``left``), rich's elsewhere."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, table_column: Column | None = None) -> None:
+        super().__init__(table_column)
         self._rich = TimeRemainingColumn()
 
     def render(self, task: Task) -> Text:
@@ -93,6 +111,10 @@ class Progress:
         self.units_done = 0
         self.parallel = 1
         self._matrix_start: float | None = None
+        self._left: Counter[str] = Counter()  # kinds of the units not finished yet
+        self._done: list[str] = []  # kinds of the units finished
+        self._seconds: dict[str, list[float]] = {}  # kind → the seconds each finished one took
+        self._priors: dict[str, float] = {}  # kind → what it cost in earlier runs (records), any machine
         self.working_on: list[str] = []  # the cells or networks the executor has in hand now
         self.tasks_started = 0  # trainings begun in this process (a network that trained nothing was cached)
 
@@ -113,14 +135,16 @@ class Progress:
                 stop.set()
                 beat.join()
             return
+        # one line per bar at any width: the description gives way (cut with …), the figures do not
         self._bars = RichProgress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=20),
-            MofNCompleteColumn(),
+            TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+            BarColumn(bar_width=12),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
             TimeElapsedColumn(),
-            _LeftColumn(),
+            _LeftColumn(table_column=Column(no_wrap=True)),
             console=self.console,
             transient=True,
+            expand=True,
         )
         with self._bars:
             yield self
@@ -128,30 +152,85 @@ class Progress:
         self._matrix_bar = None
         self._worker_bars = {}
 
-    def matrix(self, units: int, *, parallel: int = 1) -> None:
-        """The matrix needs ``units`` networks and cells, computed ``parallel`` at a time."""
-        self.units_total, self.units_done, self.parallel = units, 0, parallel
+    def matrix(self, kinds: Sequence[str], *, parallel: int = 1) -> None:
+        """The matrix needs one network or cell of each of ``kinds`` (see :func:`network_kind`,
+        :func:`cell_kind`), computed ``parallel`` at a time."""
+        self.units_total, self.units_done, self.parallel = len(kinds), 0, parallel
+        self._left = Counter(kinds)
+        self._done = []
+        self._seconds = {}
         self._matrix_start = time.perf_counter()
         if self._bars is not None:
-            self._matrix_bar = self._bars.add_task("matrix", total=units, left=self.left_text())
+            self._matrix_bar = self._bars.add_task("matrix", total=self.units_total, left=self.left_text())
+
+    def expect(self, priors: dict[str, float]) -> None:
+        """What each kind of unit cost in earlier runs (the records' wall times, maybe of another
+        machine): a kind not measured in this run yet counts at that cost, scaled by how this run's
+        measured kinds compare with theirs."""
+        self._priors = dict(priors)
 
     def working(self, what: list[str]) -> None:
         """The cells or networks being computed now (named by the heartbeat)."""
         self.working_on = list(what)
 
-    def unit_done(self) -> None:
-        """One network or cell of the matrix is finished."""
+    def unit_done(self, kind: str, seconds: float | None = None) -> None:
+        """One network or cell of the matrix, of ``kind``, is finished; it took ``seconds`` to compute
+        (None: not computed here, taken over)."""
         self.units_done += 1
+        if self._left[kind] > 0:
+            self._left[kind] -= 1
+        self._done.append(kind)
+        if seconds is not None:
+            self._seconds.setdefault(kind, []).append(seconds)
         if self._bars is not None and self._matrix_bar is not None:
             self._bars.update(self._matrix_bar, completed=self.units_done, left=self.left_text())
 
+    def _cost(self, kind: str) -> float | None:
+        """What a unit of ``kind`` costs: the mean of those measured, else its cost in earlier runs
+        (:meth:`expect`) at this run's pace, else the mean of the measured units of its attack (another
+        student) or its role (another network), else of its class (networks or cells), else of every
+        measured unit."""
+        mine = self._seconds.get(kind)
+        if mine:
+            return sum(mine) / len(mine)
+        if kind in self._priors:
+            return self._priors[kind] * self._machine_factor()
+        words = kind.split(" ")
+        for matches in (
+            lambda k: k == kind,
+            lambda k: k.split(" ")[:2] == words[:2],
+            lambda k: k.split(" ")[0] == words[0],
+            lambda k: True,
+        ):
+            seconds = [s for k, measured in self._seconds.items() if matches(k) for s in measured]
+            if seconds:
+                return sum(seconds) / len(seconds)
+        return None
+
+    def _machine_factor(self) -> float:
+        """This run's cost of the kinds measured both here and in earlier runs, over theirs (1 before any)."""
+        both = [k for k in self._seconds if k in self._priors and self._priors[k] > 0]
+        if not both:
+            return 1.0
+        here = sum(sum(self._seconds[k]) / len(self._seconds[k]) for k in both)
+        return here / sum(self._priors[k] for k in both)
+
     def time_left(self) -> float | None:
-        """Seconds left for the matrix: the mean wall time per finished network or cell so far
-        times those left (None before the first one ends)."""
+        """Seconds left for the matrix (None before the first cell ends): the cost of the units left
+        at the measured cost of their kind, at the pace the finished units were computed (the wall
+        time so far over their cost, which covers the workers' parallelism and their idle time)."""
         if self._matrix_start is None or self.units_done == 0:
             return None
+        if any(kind.startswith("cell ") for kind in self._left) and not any(
+            k.startswith("cell ") for k in self._seconds
+        ):
+            return None  # networks alone, with the workers' start-up, say little of the cells' pace
         elapsed = time.perf_counter() - self._matrix_start
-        return elapsed / self.units_done * max(0, self.units_total - self.units_done)
+        done = sum(self._cost(kind) or 0.0 for kind in self._done)
+        left = sum((self._cost(kind) or 0.0) * n for kind, n in self._left.items() if n > 0)
+        if done <= 0:  # nothing measured yet, or only units that cost nothing: count units
+            return elapsed / self.units_done * max(0, self.units_total - self.units_done)
+        return elapsed * left / done
 
     def left_text(self) -> str:
         left = self.time_left()
@@ -244,10 +323,19 @@ class Progress:
             self.logger.info(message)
         else:
             stamp = datetime.now().strftime("%H:%M:%S")
-            self.console.print(f"{stamp} {message}", markup=False, highlight=False, soft_wrap=True)
+            lines = textwrap.wrap(
+                f"{stamp} {message}",
+                LOG_WIDTH,
+                subsequent_indent=" " * 9,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+            self.console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
             self.console.file.flush()
 
     def heartbeat_line(self) -> str:
+        """How far the matrix is, the time left, then what trains where, in at most
+        :data:`HEARTBEAT_WIDTH` characters (what trains is cut with … past that)."""
         with self._lock:
             training = sorted(self.training.items())
         if training:
@@ -256,12 +344,13 @@ class Progress:
                 where = "" if slot == HERE else f"{slot}: "
                 parts.append(f"{where}{self._label(description, epoch, epochs)}")
             what = "training " + "; ".join(parts)
+        elif self.working_on:
+            what = f"loading or evaluating {', '.join(self.working_on)}"
         else:
             what = "training nothing right now (loading, evaluating or starting)"
-        if self.working_on:
-            what = f"working on {', '.join(self.working_on)}; {what}"
         matrix = f"{self.units_done}/{self.units_total} networks and cells done, " if self.units_total else ""
-        return f"heartbeat: {what}; {matrix}{self.left_text()}"
+        line = f"heartbeat: {matrix}{self.left_text()}; {what}"
+        return line if len(line) <= HEARTBEAT_WIDTH else line[: HEARTBEAT_WIDTH - 1] + "…"
 
     def _heartbeats(self, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_s):
@@ -292,7 +381,7 @@ class RemoteProgress(Progress):
         """The cells or networks being computed now (named by the heartbeat)."""
         self.working_on = list(what)
 
-    def unit_done(self) -> None:
+    def unit_done(self, kind: str, seconds: float | None = None) -> None:
         pass  # the parent counts each task when its result arrives
 
 

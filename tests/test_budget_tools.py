@@ -102,3 +102,14 @@ def test_the_attacks_own_overrides_reach_its_runs_but_not_the_kd_reference(monke
     assert calls[1] == ("dafl", ["seeds=1", "attack.dafl.batch_size=128"])
     assert calls[2] == ("dafl", ["seeds=1", "attack.dafl.batch_size=128", "attack.dafl.batch_size=256"])
     assert "| batch_size=256 |" in capsys.readouterr().out
+
+
+def test_the_time_left_check_prints_the_estimate_beside_the_truth(capsys):
+    from kdbench.tools.time_left_check import main
+
+    main(["preset=tiny", "defense=[normal,nasty]", "student=[mlp,cnn1]", "quiet=true"])
+    printed = capsys.readouterr().out
+    assert printed.startswith("| mark | at | networks and cells done | estimated left | true left | error |")
+    for mark in ("25% of units", "50% of units", "75% of units", "25% of time", "50% of time", "75% of time"):
+        assert f"| {mark} | " in printed
+    assert "Every estimate (s into the run: estimated/true s left): " in printed

@@ -34,7 +34,7 @@ def test_with_no_attack_that_can_run_the_run_is_refused():
 
     plan = plan_from_config(compose_config(NO_BATCHNORM))
     only = {"deepinversion": plan.attack("deepinversion")}
-    with pytest.raises(ConfigError, match="no attack can run on teacher 'mlp': .*no BatchNorm layer"):
+    with pytest.raises(ConfigError, match=r"no attack can run on teacher .mlp.: .*no BatchNorm layer"):
         _check_attacks(only, ["mlp"], plan.dataset, chosen=False)
 
 

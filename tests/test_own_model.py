@@ -3,7 +3,6 @@ honest records, defense=file and kdbench.evaluate (issue 18)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -68,7 +67,10 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """A weight file's identity: the sha256 of its tensors, however the file was saved."""
+    from kdbench.models.weights import weights_sha256
+
+    return weights_sha256(torch.load(path, weights_only=True))
 
 
 @pytest.fixture(scope="module")
@@ -151,11 +153,11 @@ def test_cli_attacks_the_owners_network_and_a_new_file_recomputes(owner, tmp_pat
     # the loaded network itself, measured on the dataset's test split: as the owner measures it
     assert normal["teacher_acc"] == pytest.approx(accuracies["a.pt"], abs=1e-6)
     board = (tmp_path / "digits" / "leaderboard.md").read_text()
-    assert f"owned_digits (owner_nets:DigitsNet, file sha256 {sha256(folder / 'a.pt')[:12]})" in board
+    assert f"owned_digits (owner_nets:DigitsNet, weights sha256 {sha256(folder / 'a.pt')[:12]})" in board
     assert sha256(folder / "a.pt") in board and "cannot know whether that file saw the test split" in board
     # the terminal says it too, with the row's name
     said = " ".join(done.stdout.split())  # the terminal wraps it
-    assert f"teacher_weights={weights} as owned_digits (owner_nets:DigitsNet, file sha256 " in said
+    assert f"teacher_weights={weights} as owned_digits (owner_nets:DigitsNet, weights sha256 " in said
     assert "the suite cannot know whether that file saw the test split" in said
 
     weights.write_bytes((folder / "b.pt").read_bytes())  # another network in the same file
@@ -170,7 +172,7 @@ def test_cli_attacks_the_owners_network_and_a_new_file_recomputes(owner, tmp_pat
 
 
 @pytest.mark.slow
-def test_evaluate_from_python(owner, tmp_path):
+def test_evaluate_from_python(owner, tmp_path, capsys):
     import kdbench
 
     folder, accuracies, owner_nets = owner
@@ -199,8 +201,17 @@ def test_evaluate_from_python(owner, tmp_path):
     assert by_defense["normal"].tolist() == pytest.approx([accuracies["a.pt"]], abs=1e-6)
     assert by_defense["file"].tolist() == pytest.approx([accuracies["b.pt"]], abs=1e-6)
     assert frame.teacher.str.startswith("from_python (owner_nets:DigitsNet").all()  # one group of rows
+    # the weights evaluate saved again have the identity the CLI gives the owner's own file of them
+    assert (frame.teacher == f"from_python (owner_nets:DigitsNet, weights sha256 {sha256(folder / 'a.pt')[:12]})").all()
+    saved = next((tmp_path / "digits" / "owned").glob("*.pt"))
+    assert saved.read_bytes() != (folder / "a.pt").read_bytes() and saved.stem == sha256(folder / "a.pt")
     csv = (tmp_path / "digits" / "records.csv").read_text().splitlines()[0].split(",")
     assert list(frame.columns) == csv
+    # it says what it does while it runs, and ends with the run's summary, as bench run does
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert "network scratch mlp (seed 0): ok, acc " in printed.err and "× kd → mlp (seed 0): ok" in printed.err
+    assert "kdbench: digits: ranking" in printed.err and "Finding: " in printed.err
     again = kdbench.evaluate(
         net,
         attacks=["kd", "blackbox"],
@@ -210,8 +221,10 @@ def test_evaluate_from_python(owner, tmp_path):
         results_dir=tmp_path,
         overrides={"defense.file.path": str(folder / "b.pt")},
         train__epochs=2,
+        quiet=True,
     )
     assert again.wall_s.tolist() == frame.wall_s.tolist()  # the same records, reused, not recomputed
+    assert capsys.readouterr() == ("", "")  # quiet: nothing at all
 
 
 def test_evaluate_hands_python_values_to_the_run_without_override_text(owner, tmp_path):
@@ -367,9 +380,9 @@ class _Payload:
 def test_pickle_payload_is_refused_never_run(tmp_path):
     marker = tmp_path / "ran"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "evil": _Payload(str(marker))}, tmp_path / "evil.pt")
-    plan = plan_of(f"results_dir={tmp_path}", f"teacher_weights={tmp_path / 'evil.pt'}")
+    # refused while the run is planned: the weights' sha256 is their identity, read safely
     with pytest.raises(ConfigError, match=r"is not plain tensors: it holds pickled code or objects .*never runs code"):
-        check_runnable(plan)
+        plan_of(f"results_dir={tmp_path}", f"teacher_weights={tmp_path / 'evil.pt'}")
     assert not marker.exists()
 
 

@@ -98,3 +98,26 @@ def test_a_plugin_reusing_a_taken_name_is_refused_naming_both(tmp_path):
     assert result.returncode == 2
     assert "'kd' is registered twice: by kdbench.attacks.kd and by dup_plugin" in result.stderr
     assert "package 'dup-plugin'" in result.stderr
+
+
+def test_an_entry_point_named_otherwise_than_its_plugin_is_refused_naming_both(tmp_path):
+    """`attack=<name>` finds the name the decorator registered: an entry point named otherwise would
+    list a plugin that its own name cannot select."""
+    site = tmp_path / "site"
+    (site / "renamed_plugin").mkdir(parents=True)
+    (site / "renamed_plugin" / "__init__.py").write_text(
+        "from kdbench.api import register_attack\n"
+        "from kdbench.attacks.kd import KDConfig, KnowledgeDistillation\n"
+        "@register_attack('label_copy', config=KDConfig)\n"
+        "class Copy(KnowledgeDistillation):\n"
+        "    pass\n"
+    )
+    dist = site / "renamed_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: renamed-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[kdbench.attacks]\nlabel_only = renamed_plugin\n")
+    result = bench("list", path=site, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "plugin 'label_only' of package 'renamed-plugin'" in result.stderr
+    assert "registered no attack named 'label_only' (it registered 'label_copy')" in result.stderr

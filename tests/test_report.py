@@ -5,6 +5,7 @@ The expected figures were computed by hand from the records below (baselines 90 
 - scratch: 91.00 ± 1.41; normal teacher 97.00 ± 1.41; nasty teacher 95.00 ± 0.00, Δ −2.00;
 - normal: kd 92.00 ± 1.41, drop −1.00 ± 0.00; bb 88.00 ± 0.00, drop +3.00 ± 1.41; dafl failed twice;
 - nasty: kd 82.00 ± 2.83, drop +9.00 ± 1.41; bb one seed 85.00, drop +5.00, the other diverged;
+  no dafl record at all: "not run", and the board says nasty was not attacked like normal;
 - worst case (smallest drop): normal −1.00 (kd), nasty +5.00 (bb), so nasty ranks first; both
   worst cases are marked incomplete (a failed or diverged cell was left out), so both ranks carry
   † and neither verdict can say "protects";

@@ -8,9 +8,9 @@ The golden file is the committed digits reference (results/reference/digits/reco
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
-import os
 from dataclasses import fields
 from pathlib import Path
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, replace
@@ -33,10 +34,10 @@ from kdbench.matrix.pending import measured_records, pending_cells
 from kdbench.matrix.runner import Runner
 from kdbench.matrix.workers import run_in_workers
 from kdbench.models.weights import TEST_SPLIT_NOTE
-from kdbench.progress import Progress, duration
+from kdbench.progress import Progress, cell_kind, duration
 from kdbench.store.atomic import sweep_results
 from kdbench.store.cache import ArtifactCache
-from kdbench.store.records import STATUS_NA, CellDetails, Record, RecordStore
+from kdbench.store.records import STATUS_NA, STATUS_OK, CellDetails, Record, RecordStore
 from kdbench.training.loop import Trainer
 from kdbench.version import __version__
 
@@ -275,6 +276,7 @@ def run_matrix(plan: RunPlan, progress: Progress, data: ImageData | None = None)
         return []
     progress.log(f"{len(todo)} of {len(plan.cells)} cells to compute; records go to {plan.dataset_dir}/records/")
     measured = measured_records(plan, store)
+    progress.expect(cell_cost_priors(plan, store))
     if plan.workers > 1 and len({key.digest for _, key in todo if key.digest not in measured}) > 1:
         return run_in_workers(plan, progress, todo, measured, data)
     previous = torch.get_num_threads()
@@ -283,6 +285,21 @@ def run_matrix(plan: RunPlan, progress: Progress, data: ImageData | None = None)
         return Runner(plan, progress, data).run(todo, measured)
     finally:
         torch.set_num_threads(previous)
+
+
+def cell_cost_priors(plan: RunPlan, store: RecordStore) -> dict[str, float]:
+    """What a cell of each kind (attack × student architecture) cost in earlier runs: the median wall
+    time of the ok records of this results folder and of the committed reference, for the time-left
+    estimate (:meth:`kdbench.progress.Progress.expect`)."""
+    records = store.all()
+    if plan.reference_dir is not None:
+        records += RecordStore(plan.reference_dir / plan.reference_name).all()
+    seconds: dict[str, list[float]] = {}
+    for record in records:
+        if record.status == STATUS_OK and record.wall_s > 0:
+            kind = cell_kind(record.attack, record.student_arch or record.student)
+            seconds.setdefault(kind, []).append(record.wall_s)
+    return {kind: statistics.median(values) for kind, values in seconds.items()}
 
 
 def record_not_applicable(plan: RunPlan, store: RecordStore, progress: Progress) -> None:

@@ -24,7 +24,7 @@ from kdbench.data.images import ImageData
 from kdbench.errors import BenchError, CannotWrite, options_of
 from kdbench.matrix.pending import PendingCell, cell_title, computations, is_current, outcome, take_over
 from kdbench.models import create_model
-from kdbench.progress import Progress
+from kdbench.progress import TAKEN_OVER, Progress, cell_kind, network_kind
 from kdbench.serving.owner_cost import owner_cost
 from kdbench.serving.teacher import Access, Teacher, TeacherAPI
 from kdbench.serving.threat_model import attacker_inputs
@@ -49,10 +49,11 @@ class PluginFailed(Exception):
         self.traceback = "".join(traceback.format_exception(err))
 
 
-def distinct_networks(cells: list[Cell]) -> int:
-    """How many teachers and scratch baselines ``cells`` need (each trained once)."""
+def network_kinds(cells: list[Cell]) -> list[str]:
+    """The kind of each teacher and scratch baseline ``cells`` need (each trained once)."""
     teachers = {(c.teacher, c.defense, c.seed) for c in cells}
-    return len(teachers) + len({(c.student_arch, c.seed) for c in cells})
+    baselines = {(c.student_arch, c.seed) for c in cells}
+    return [network_kind("teacher", t, d) for t, d, _ in teachers] + [network_kind("baseline", a) for a, _ in baselines]
 
 
 class BuiltTeacher(NamedTuple):
@@ -73,6 +74,7 @@ class Runner:
         self._data = None if data is None else data.to(plan.device)
         self._teachers: dict[tuple[str, str, int], BuiltTeacher | TrainingDiverged] = {}
         self._baselines: dict[tuple[str, int], tuple[float, dict[str, str]] | TrainingDiverged] = {}
+        self.network_seconds = 0.0  # spent building teachers and baselines in this process
 
     @property
     def data(self) -> ImageData:
@@ -89,7 +91,13 @@ class Runner:
         cell whose key is in ``measured``, or that is the same computation as one computed here,
         takes over that record. Returns the records written."""
         taken, groups = computations(todo, measured)
-        self.progress.matrix(distinct_networks([group[0].cell for group in groups.values()]) + len(todo))
+        computed = [group[0].cell for group in groups.values()]
+        kinds = [
+            *network_kinds(computed),
+            *(cell_kind(c.attack, c.student_arch) for c in computed),
+            *[TAKEN_OVER] * (len(todo) - len(computed)),
+        ]
+        self.progress.matrix(kinds)
         done: list[Record] = []
         titles = iter(range(1, len(todo) + 1))
 
@@ -97,7 +105,7 @@ class Runner:
             title = cell_title(cell, next(titles), len(todo))
             self.progress.log(f"{title}: the same computation as {twin.cell}, measured already")
             done.append(take_over(self.store, cell, twin))
-            self.progress.unit_done()
+            self.progress.unit_done(TAKEN_OVER)
 
         for cell, twin in taken:
             take(cell, twin)
@@ -105,11 +113,16 @@ class Runner:
             title = cell_title(first.cell, next(titles), len(todo))
             self.progress.log(title)
             self.progress.working([first.cell.name])
+            start, networks_before = time.perf_counter(), self.network_seconds
             record, computed = self.compute(first)  # written by whoever computed it
             if computed:
                 self.progress.log(f"{title}: {outcome(record)}")
                 done.append(record)
-            self.progress.unit_done()
+            # the cell's own cost: the networks it built on the way are units of their own
+            seconds = time.perf_counter() - start - (self.network_seconds - networks_before)
+            self.progress.unit_done(
+                cell_kind(first.cell.attack, first.cell.student_arch), seconds if computed else None
+            )
             for twin in twins:
                 take(twin.cell, record)
         return done
@@ -179,15 +192,25 @@ class Runner:
                 self._teachers[memo_key] = PluginFailed(f"defense {defense!r}", err)
             result = self._teachers[memo_key]
             accuracy = None if isinstance(result, Exception) else result.accuracy
-            self._network_done(f"teacher {arch}/{defense} (seed {seed})", result, accuracy, start, trainings)
+            self._network_done(
+                f"teacher {arch}/{defense} (seed {seed})",
+                network_kind("teacher", arch, defense),
+                result,
+                accuracy,
+                start,
+                trainings,
+            )
         result = self._teachers[memo_key]
         if isinstance(result, (TrainingDiverged, PluginFailed)):
             raise result
         return result
 
-    def _network_done(self, what: str, result: Any, accuracy: float | None, start: float, trainings: int) -> None:
+    def _network_done(
+        self, what: str, kind: str, result: Any, accuracy: float | None, start: float, trainings: int
+    ) -> None:
         """One line per network this process trained (loading one from the cache says nothing)."""
-        self.progress.unit_done()
+        self.network_seconds += time.perf_counter() - start
+        self.progress.unit_done(kind, time.perf_counter() - start)
         if self.progress.tasks_started == trainings and accuracy is not None:
             return
         if isinstance(result, TrainingDiverged):
@@ -226,7 +249,14 @@ class Runner:
                 self._baselines[memo_key] = err
             result = self._baselines[memo_key]
             accuracy = None if isinstance(result, Exception) else result[0]
-            self._network_done(f"scratch {student} (seed {seed})", result, accuracy, start, trainings)
+            self._network_done(
+                f"scratch {student} (seed {seed})",
+                network_kind("baseline", student),
+                result,
+                accuracy,
+                start,
+                trainings,
+            )
         result = self._baselines[memo_key]
         if isinstance(result, TrainingDiverged):
             raise result

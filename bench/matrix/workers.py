@@ -33,7 +33,7 @@ from kdbench.matrix.lifeline import EXIT_PARENT_GONE, workers_end_with_this_proc
 from kdbench.matrix.pending import PendingCell, cell_title, computations, outcome, take_over
 from kdbench.matrix.runner import PluginFailed, Runner
 from kdbench.plugins.discovery import load_plugins
-from kdbench.progress import Progress, RemoteProgress, relay_events
+from kdbench.progress import Progress, RemoteProgress, cell_kind, network_kind, relay_events
 from kdbench.store.records import Record, RecordStore
 from kdbench.training.loop import TrainingDiverged
 
@@ -123,7 +123,9 @@ def _start_worker(
     gc.freeze()
 
 
-def _build_network(network: Network) -> None:
+def _build_network(network: Network) -> float:
+    """Build (or load) ``network`` in this worker; the seconds it took."""
+    start = time.perf_counter()
     try:
         if network.kind == "teacher":
             _runner.teacher(network.arch, network.defense, network.seed)
@@ -133,6 +135,7 @@ def _build_network(network: Network) -> None:
         raise  # stops the run
     except (TrainingDiverged, BenchError, PluginFailed):
         pass  # not an error of the run: each cell that needs this network records why it has no result
+    return time.perf_counter() - start
 
 
 def _compute_cells(cells: list[PendingCell]) -> list[tuple[Record, bool]]:
@@ -232,7 +235,11 @@ def run_in_workers(
         batch = waiting.pop(ready[cost.first([waiting[i][0][0].attack for i in ready])])
         return _submit(pool, in_flight, batch, _compute_cells, batch)
 
-    progress.matrix(len(networks) + len(cells), parallel=workers)
+    progress.matrix(
+        [network_kind(n.kind, n.arch, n.defense) for n in networks]
+        + [cell_kind(p.cell.attack, p.cell.student_arch) for p in cells],
+        parallel=workers,
+    )
     with worker_pool(plan, workers, progress, data) as pool:
         finished = 0
         while waiting or in_flight or networks:
@@ -252,12 +259,12 @@ def run_in_workers(
                     ) from None
                 if isinstance(task, Network):
                     built.add(task)
-                    progress.unit_done()
+                    progress.unit_done(network_kind(task.kind, task.arch, task.defense), result)
                     continue
                 for (cell, key), (record, computed) in zip(task, result, strict=True):
                     cost.add(cell.attack, record.wall_s if computed else None)
                     finished += 1
-                    progress.unit_done()
+                    progress.unit_done(cell_kind(cell.attack, cell.student_arch), record.wall_s if computed else None)
                     how = outcome(record) if computed else "computed by another run, reused"
                     progress.log(f"{cell_title(cell, finished, len(cells))}: {how}")
                     if computed:

@@ -1,4 +1,6 @@
-"""The owner's weight file: read safely, matched to an architecture, identified by its sha256.
+"""The owner's weight file: read safely, matched to an architecture, identified by the sha256 of its
+tensors (names, dtypes, shapes, values): the same weights have the same identity whichever way they
+were saved (``torch.save`` of a state_dict from a script or from :func:`kdbench.evaluate`, safetensors).
 
 Formats: a state_dict saved with ``torch.save`` (``.pt``, ``.pth``; read with
 ``torch.load(weights_only=True)``, so a pickle that would run code is refused), a ``.safetensors``
@@ -9,7 +11,6 @@ mapped onto kdbench's ``resnet18``, ``resnetc20``/``resnetc32`` and ``cnn``.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from kdbench.errors import ConfigError
-from kdbench.store.cache import why_refused
+from kdbench.store.cache import tensors_digest, why_refused
 
 TEST_SPLIT_NOTE = (
     "loaded from a file: the suite cannot know whether that file saw the test split; "
@@ -30,7 +31,8 @@ TEST_SPLIT_NOTE = (
 
 @dataclass(frozen=True)
 class TeacherFile:
-    """A network the owner trained elsewhere: where its weights are, their sha256, the row's name."""
+    """A network the owner trained elsewhere: where its weights are, their sha256 (of the tensors,
+    :func:`weights_sha256`), the row's name."""
 
     path: Path
     sha256: str
@@ -38,29 +40,27 @@ class TeacherFile:
 
     def label(self, arch: str) -> str:
         """The leaderboard's name of its rows."""
-        return f"{self.name} ({arch}, file sha256 {self.sha256[:12]})"
+        return f"{self.name} ({arch}, weights sha256 {self.sha256[:12]})"
 
     def describe(self) -> dict[str, Any]:
         """What every record built from it keeps."""
         return {"path": str(self.path), "sha256": self.sha256, "name": self.name, "test_split": TEST_SPLIT_NOTE}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def weights_sha256(state: dict[str, Tensor]) -> str:
+    """The identity of a state dict: the sha256 (16 hex digits) of its names, dtypes, shapes and values."""
+    return tensors_digest(state)
 
 
 def check_weight_file(path: Path, where: str) -> str:
-    """The sha256 of the weight file ``path`` (``where`` names the option), or one clear ConfigError."""
+    """The sha256 of the weights in file ``path`` (``where`` names the option), or one clear ConfigError."""
     if not path.is_file():
         raise ConfigError(f"{where}={path}: no such file")
     try:
-        return file_sha256(path)
+        open(path, "rb").close()  # only whether it can be read: the next line reads it
     except OSError as err:  # unreadable: permission denied, say
         raise ConfigError(f"{where}={path} cannot be read ({err.strerror})") from None
+    return weights_sha256(read_state_dict(path, where))
 
 
 def read_state_dict(path: Path, where: str) -> dict[str, Tensor]:
@@ -191,7 +191,17 @@ def fit_state_dict(model: nn.Module, state: dict[str, Tensor], arch: str, where:
     return state
 
 
-def load_weights(model: nn.Module, path: Path, arch: str, where: str = "teacher_weights") -> None:
-    """Give ``model`` (of architecture ``arch``) the weights of the file at ``path``."""
+def load_weights(
+    model: nn.Module, path: Path, arch: str, where: str = "teacher_weights", expected: str | None = None
+) -> str:
+    """Give ``model`` (of architecture ``arch``) the weights of the file at ``path``; their sha256.
+    ``expected``: the sha256 the run was planned with; other weights in the file now are refused."""
     state = read_state_dict(path, where)
+    sha256 = weights_sha256(state)
+    if expected is not None and sha256 != expected:
+        raise ConfigError(
+            f"{where}={path} holds other weights (sha256 {sha256}) than when the run started ({expected}): "
+            "it was replaced during the run; rerun to use the new weights"
+        )
     model.load_state_dict(fit_state_dict(model, state, arch, f"{where}={path}"))
+    return sha256

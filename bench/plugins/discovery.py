@@ -35,16 +35,23 @@ def load_plugins() -> None:
     import kdbench.attacks
     import kdbench.defenses  # noqa: F401
 
-    for group in ENTRY_POINT_GROUPS:
+    for group, registry in ENTRY_POINT_GROUPS.items():
         for entry_point in importlib.metadata.entry_points(group=group):
             package = entry_point.dist.name if entry_point.dist is not None else "?"
+            where = f"plugin {entry_point.name!r} of package {package!r} (entry point {group}: {entry_point.value})"
+            before = set(registry.names())
             try:
                 entry_point.load()
             except Exception as err:
+                raise ConfigError(f"{where} failed to import: {type(err).__name__}: {err}") from None
+            if entry_point.name not in registry:
+                # `attack=<name>` finds what the decorator registered, not the entry point's name
+                made = sorted(set(registry.names()) - before)
                 raise ConfigError(
-                    f"plugin {entry_point.name!r} of package {package!r} (entry point {group}: "
-                    f"{entry_point.value}) failed to import: {type(err).__name__}: {err}"
-                ) from None
+                    f"{where} registered no {registry.kind} named {entry_point.name!r} (it registered "
+                    f"{', '.join(repr(n) for n in made) or 'none'}): give the entry point the name its "
+                    f"@register_{registry.kind} uses"
+                )
     _load_models()
     _loaded = True
 

@@ -46,6 +46,10 @@ RECORD_COLUMNS = [
 SCRATCH_ROW = "scratch (no teacher)"  # the leaderboard row of the students trained on the labels alone
 
 
+# the status of a cell no record of the board has: other defenses' runs had that attack, this one's not
+NOT_RUN = "not run"
+
+
 INCOMPLETE_MARK = "†"
 
 
@@ -128,14 +132,19 @@ def leaderboard_frame(frame: pd.DataFrame) -> pd.DataFrame:
             row[f"{name} acc"], row[f"{name} acc_std"] = _mean_std(cell_ok.student_acc)
             row[f"{name} drop"], row[f"{name} drop_std"] = _mean_std(cell_ok["drop"])
             bad = cell[cell.status != STATUS_OK].status
-            row[f"{name} status"] = (
-                STATUS_NA
-                if len(cell) and (cell.status == STATUS_NA).all()
-                else ", ".join(f"{n} {s}" for s, n in bad.value_counts().sort_index().items()) or STATUS_OK
-            )
+            if cell.empty:  # others ran this attack on this student, this defense's runs did not
+                row[f"{name} status"] = NOT_RUN
+            elif (cell.status == STATUS_NA).all():
+                row[f"{name} status"] = STATUS_NA
+            else:
+                row[f"{name} status"] = (
+                    ", ".join(f"{n} {s}" for s, n in bad.value_counts().sort_index().items()) or STATUS_OK
+                )
         for student in students:
             # an attack that cannot run on this teacher (n/a) is not one of its options
-            applicable = [(a, s) for a, s in pairs if s == student and row[f"{a}/{s} status"] != STATUS_NA]
+            applicable = [
+                (a, s) for a, s in pairs if s == student and row[f"{a}/{s} status"] not in (STATUS_NA, NOT_RUN)
+            ]
             options = [(row[f"{a}/{s} drop"], row[f"{a}/{s} drop_std"], a) for a, s in applicable]
             finished = [o for o in options if not pd.isna(o[0])]
             worst = min(finished, key=lambda o: o[0], default=(float("nan"), float("nan"), ""))
@@ -340,6 +349,24 @@ def headline(board: pd.DataFrame) -> str:
     if ranked.empty:
         return "No defense was measured."
     return "No defense makes any attack's students lose points beyond noise that the normal teacher's do not lose."
+
+
+def attack_set_note(board: pd.DataFrame) -> str:
+    """Where defenses are ranked on different attack sets (a slice run against some of them only),
+    which attacks each lacks; "" where every defense has every attack."""
+    ranked = board[board.defense != SCRATCH_ROW]
+    pairs = [c.removesuffix(" status") for c in board.columns if c.endswith(" status") and "/" in c]
+    lacking = []
+    for label, (_, row) in zip(row_labels(ranked), ranked.iterrows(), strict=True):
+        missing = sorted({p.split("/", 1)[0] for p in pairs if row[f"{p} status"] == NOT_RUN})
+        if missing:
+            lacking.append(f"{label} without {_join(missing)}")
+    if not lacking:
+        return ""
+    return (
+        f"Not every defense was attacked alike: {'; '.join(lacking)} (not run against it). Each is ranked "
+        "on the attacks it met; run the missing cells for a like-for-like ranking."
+    )
 
 
 def shown_status(status: str) -> str:

@@ -13,6 +13,7 @@ from kdbench.report.leaderboard import (
     OWNER_COST_KEYS,
     SCRATCH_ROW,
     attack_drops,
+    attack_set_note,
     findings,
     ranking_rule,
     row_labels,
@@ -138,8 +139,9 @@ def drop_matrix_table(board: pd.DataFrame) -> list[list[str]]:
 
 def _short_status(statuses: list[str]) -> str:
     """``["1 failed", "1 diverged"]`` → ``failed``: the first status other than ok, without its count."""
-    first = next(s for s in statuses if s != STATUS_OK)
-    return shown_status(first.split(",")[0].split(" ", 1)[-1])
+    first = next(s for s in statuses if s != STATUS_OK).split(",")[0]
+    count, _, status = first.partition(" ")
+    return shown_status(status if count.isdigit() else first)
 
 
 def _markdown(table: list[list[str]]) -> list[str]:
@@ -244,6 +246,8 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
             "the worst case covers only those that did, so the defense is listed after every complete one.",
         ]
     out += ["", ranking_rule(board)]
+    if attack_set_note(board):
+        out += ["", attack_set_note(board)]
     said = findings(board)
     if said:
         out += ["", "What the data show: " + " ".join(said)]

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from kdbench.report.leaderboard import INCOMPLETE_MARK, findings, headline, ranking_rule
+from kdbench.report.leaderboard import INCOMPLETE_MARK, attack_set_note, findings, headline, ranking_rule
 from kdbench.report.tables import BEYOND_NOISE_MARK, drop_matrix_table, matrix_table, ranking_table
 
 RANKING_KEYS = 2  # rank, defense
@@ -182,6 +182,8 @@ def print_summary(
     if any(INCOMPLETE_MARK in cell for row in ranking[1:] for cell in row):
         say(f"{INCOMPLETE_MARK} some cells did not finish: ranked after every complete defense.")
     say(ranking_rule(board, short=True))
+    if attack_set_note(board):
+        say(attack_set_note(board))
     drops = drop_matrix_table(board)
     for name, table in fitted_tables(
         f"{title}: drop (points) per attack", drops, keys=1, console=console, compact=True
