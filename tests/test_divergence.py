@@ -51,7 +51,8 @@ def test_a_diverging_teacher_is_recorded_and_the_matrix_goes_on(tmp_path, capsys
     assert nasty["teacher_acc"] is None and nasty["student_acc"] is None and nasty["drop"] is None
 
     assert "| nasty | – | 1 diverged |" in (folder / "leaderboard.md").read_text()
-    assert "1 diverged" in capsys.readouterr().out  # and so does the printed table
+    printed = capsys.readouterr().out.splitlines()  # and so does the printed drop matrix
+    assert [line.split() for line in printed if line.startswith("nasty ")] == [["nasty", "diverged"]]
     reasons = pd.read_csv(folder / "records.csv").set_index("defense").reason
     assert reasons["nasty"] == nasty["reason"] and pd.isna(reasons["normal"])
 

@@ -587,3 +587,27 @@ def test_evaluate_from_a_plain_script_without_a_main_guard_works(tmp_path):
     done = subprocess.run([sys.executable, "script.py"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "['ok', 'ok', 'ok', 'ok']"
+
+
+@pytest.mark.slow
+def test_the_readmes_evaluate_example_runs_as_a_plain_script(tmp_path):
+    """The README's Python example, saved as a script as a user would (its network defined in the
+    script, no main guard), runs and prints its table; what it does shows on standard error."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    (example,) = [b for b in blocks if "kdbench.evaluate(" in b]
+    assert "__main__" not in example
+    (tmp_path / "example.py").write_text(example)
+    done = subprocess.run([sys.executable, "example.py"], capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = [line.split() for line in done.stdout.splitlines()]
+    assert table[0] == ["defense", "attack", "teacher_acc", "student_acc", "drop"]
+    assert sorted(row[:2] for row in table[1:]) == [
+        ["nasty", "blackbox"],
+        ["nasty", "kd"],
+        ["normal", "blackbox"],
+        ["normal", "kd"],
+    ]
+    assert "kdbench: digits: ranking" in done.stderr and "Finding: " in done.stderr
+    assert "my_digits (python/Sequential, weights sha256 " in " ".join(done.stderr.split())
+    assert {"leaderboard.md", "records"} <= {p.name for p in (tmp_path / "results" / "runs" / "digits").iterdir()}
