@@ -209,3 +209,20 @@ def test_a_network_trained_on_the_way_to_another_is_logged_too(tmp_path, capsys)
     out = capsys.readouterr().out
     assert re.search(r"network teacher digits_cnn/normal \(seed 0\): trained for nasty, \d+\.\d s", out), out
     assert "network teacher digits_cnn/nasty (seed 0): ok, acc " in out, out
+
+
+def test_every_bar_keeps_one_line_of_an_80_column_terminal():
+    console = Console(file=io.StringIO(), width=80, force_terminal=True)
+    progress = Progress(console, live=True)
+    with progress.session():
+        progress.matrix([cell_kind("deepinversion", "mlp")] * 77, parallel=2)
+        progress.unit_done(cell_kind("deepinversion", "mlp"), 12.0)
+        for worker in (1, 2):
+            progress.worker_event(
+                ("train", f"worker {worker}", "deepinversion digits_cnn/reverse_sigmoid→mlp: distillation", 31, 80)
+            )
+        lines = console.render_lines(progress._bars.get_renderable(), pad=False)
+        text = ["".join(segment.text for segment in line).rstrip() for line in lines]
+    assert len(text) == 3, text  # the matrix and one per worker: none wraps
+    assert all(len(line) <= 80 for line in text), text
+    assert "left" in text[0] and "1/77" in text[0]
