@@ -36,6 +36,11 @@ INFINITE = [
 
 CASES = [
     (["seeds=100000000"], "seeds must be an integer from 1 to 1000"),
+    (
+        ["defense=rounding", "defense.rounding.decimals=0"],
+        "defense.rounding.decimals must be an integer from 1 to 8, got 0",
+    ),
+    (["defense=rounding", "defense.rounding.decimals=2.5"], "defense.rounding.decimals must be an integer, got 2.5"),
     (["threads=100000"], "threads must be an integer from 1 to 256, or auto, got 100000"),
     (["workers=100000"], "workers must be an integer from 1 to 256, or auto, got 100000"),
     (["heartbeat_s=inf"], "heartbeat_s must be a finite number, got inf"),

@@ -8,7 +8,7 @@ import pytest
 
 from kdbench.cli import main
 
-PERTURBED = ["logit_noise", "topk", "reverse_sigmoid"]
+PERTURBED = ["logit_noise", "topk", "reverse_sigmoid", "rounding"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def records(results) -> pd.DataFrame:
 def test_every_defense_meets_every_attack(records):
     assert set(records.defense) == {"normal", "nasty", *PERTURBED}
     assert set(records.attack) == {"kd", "blackbox"}
-    assert len(records) == 10 and set(records.status) == {"ok"}
+    assert len(records) == 12 and set(records.status) == {"ok"}
 
 
 def test_the_perturbation_defenses_keep_the_normal_teachers_accuracy_exactly(records):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from kdbench.defenses.logit_noise import LogitNoiseConfig, keyed_uniform, logit_noise
 from kdbench.defenses.perturbation import restore_argmax
 from kdbench.defenses.reverse_sigmoid import ReverseSigmoidConfig, clipped_log_odds, reverse_sigmoid
+from kdbench.defenses.rounding import RoundingConfig, rounded
 from kdbench.defenses.topk import TopKConfig
 from kdbench.errors import ConfigError
 from kdbench.serving.teacher import Access, Teacher, keep_top_k
@@ -40,6 +42,8 @@ PERTURBATIONS = {
     "topk_2": lambda z: keep_top_k(z, 2),
     "reverse_sigmoid": lambda z: reverse_sigmoid(z, beta=1.0, gamma=0.1),
     "reverse_sigmoid_strong": lambda z: reverse_sigmoid(z, beta=3.0, gamma=1.0),
+    "rounding": lambda z: rounded(z, decimals=3),
+    "rounding_1": lambda z: rounded(z, decimals=1),
 }
 
 
@@ -198,6 +202,52 @@ def test_keyed_uniform_looks_uniform_and_independent_across_columns():
     assert abs(torch.corrcoef(u.T)[0, 1].item()) < 0.03
 
 
+# -- rounding: ART's Rounded postprocessor, np.around(softmax, decimals) -------------------------
+
+
+def art_rounded(logits: list[list[float]], decimals: int) -> np.ndarray:
+    """The reference: ART's ``Rounded.__call__`` on the softmax (numpy, float64)."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.exp(z - z.max(axis=1, keepdims=True))
+    y /= y.sum(axis=1, keepdims=True)
+    return np.around(y, decimals=decimals)
+
+
+ROUNDING_CASES = [
+    # 0.7 / 0.2 / 0.1 exactly: nothing to round at 3 decimals; at 1 decimal too
+    ([[math.log(0.7), math.log(0.2), math.log(0.1)]], 3),
+    ([[math.log(0.7), math.log(0.2), math.log(0.1)]], 1),
+    # a confident row: its small probabilities (2e-4, 1e-5) round to 0
+    ([[math.log(0.99979), math.log(0.0002), math.log(0.00001)]], 3),
+    # 0.1235 and 0.0045: halves, rounded to even by numpy and by torch alike
+    ([[math.log(0.872), math.log(0.1235), math.log(0.0045)]], 3),
+    ([[2.0, 1.0, 0.5, -1.0, -3.0], [0.3, 0.2, 0.1, 0.0, -0.1]], 2),
+]
+
+
+@pytest.mark.parametrize(("logits", "decimals"), ROUNDING_CASES)
+def test_rounding_serves_arts_rounded_probabilities_renormalised(logits, decimals):
+    expected = art_rounded(logits, decimals)
+    served = torch.softmax(rounded(torch.tensor(logits), decimals=decimals), dim=1).double().numpy()
+    assert np.allclose(served, expected / expected.sum(axis=1, keepdims=True), atol=1e-6)
+    assert np.array_equal(served == 0, expected == 0)  # the same classes are zeroed
+
+
+def test_rounding_to_one_decimal_zeroes_what_is_below_half_a_tenth():
+    logits = torch.log(torch.tensor([[0.62, 0.33, 0.04, 0.01]]))
+    served = torch.softmax(rounded(logits, decimals=1), dim=1)
+    # np.around([0.62, 0.33, 0.04, 0.01], 1) = [0.6, 0.3, 0, 0], served as [2/3, 1/3, 0, 0]
+    assert torch.allclose(served, torch.tensor([[2 / 3, 1 / 3, 0.0, 0.0]]))
+
+
+def test_rounding_keeps_the_top_class_where_it_ties_it_with_another():
+    # 0.5004 and 0.4996 both round to 0.50 at 2 decimals: argmax would pick class 0, the clean top is 1
+    logits = torch.log(torch.tensor([[0.4996, 0.5004]], dtype=torch.float64)).float()
+    served = rounded(logits, decimals=2)
+    assert served.argmax(dim=1).item() == 1
+    assert torch.allclose(torch.softmax(served, dim=1), torch.tensor([[0.5, 0.5]]), atol=1e-6)
+
+
 def test_logit_noise_has_the_configured_strength():
     # a top class 100 above the rest: the noise (std 0.5 × a row std of about 31) never moves it,
     # so every served logit is clean + noise and the noise can be read off
@@ -220,6 +270,9 @@ def test_logit_noise_has_the_configured_strength():
         (lambda: TopKConfig(k=0), r"^k must be a positive number of classes, got 0"),
         (lambda: ReverseSigmoidConfig(beta=0.0), r"^beta must be > 0, got 0.0"),
         (lambda: ReverseSigmoidConfig(gamma=-1.0), r"^gamma must be > 0, got -1.0"),
+        (lambda: RoundingConfig(decimals=0), r"^decimals must be an integer from 1 to 8, got 0"),
+        (lambda: RoundingConfig(decimals=2.5), r"^decimals must be an integer from 1 to 8, got 2.5"),
+        (lambda: RoundingConfig(decimals=9), r"^decimals must be an integer from 1 to 8, got 9"),
     ],
 )
 def test_bad_options_are_one_clear_error(make, message):
