@@ -1,3 +1,12 @@
 """The suite's own defenses; importing this package registers them."""
 
-from kdbench.defenses import file, logit_noise, nasty, normal, reverse_sigmoid, rounding, topk  # noqa: F401
+from kdbench.defenses import (  # noqa: F401
+    adaptive_misinformation,
+    file,
+    logit_noise,
+    nasty,
+    normal,
+    reverse_sigmoid,
+    rounding,
+    topk,
+)

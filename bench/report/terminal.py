@@ -69,7 +69,8 @@ def _table(header: list[str], rows: list[list[str]], columns: list[int], keys: i
             overflow="fold",
             no_wrap=False,
         )
-    tall = any("\n" in row[i] for row in rows for i in columns)  # rows of several lines: a gap between them
+    # rows of several lines: a gap between them (not in a compact table, which must fit a screen)
+    tall = not compact and any("\n" in row[i] for row in rows for i in columns)
     for n, row in enumerate(rows):
         cells = [Text(row[i], style="bold green" if compact and BEYOND_NOISE_MARK in row[i] else "") for i in columns]
         table.add_row(*cells, end_section=tall and n < len(rows) - 1)
@@ -162,6 +163,18 @@ DROPS_LEGEND = (
 )
 
 
+NAME_WIDTH = 16  # a defense name longer than this is cut in two lines at an underscore in the drop matrix
+
+
+def _two_lines(name: str) -> str:
+    """``adaptive_misinformation`` → ``adaptive_\nmisinformation``: at the last underscore that
+    leaves a first line of at most :data:`NAME_WIDTH` characters (a name without one stays whole)."""
+    if len(name) <= NAME_WIDTH or "\n" in name:
+        return name
+    cut = name.rfind("_", 0, NAME_WIDTH)
+    return name if cut <= 0 else f"{name[: cut + 1]}\n{name[cut + 1 :]}"
+
+
 def print_summary(
     board: pd.DataFrame, console: Console, title: str, folder: Path | None = None, notes: Sequence[str] = ()
 ) -> None:
@@ -185,6 +198,8 @@ def print_summary(
     if attack_set_note(board):
         say(attack_set_note(board))
     drops = drop_matrix_table(board)
+    # a long defense name takes two lines (at an underscore) rather than push the attacks into parts
+    drops = [drops[0], *([_two_lines(row[0]), *row[1:]] for row in drops[1:])]
     for name, table in fitted_tables(
         f"{title}: drop (points) per attack", drops, keys=1, console=console, compact=True
     ):
