@@ -4,6 +4,7 @@ from kdbench.defenses import (  # noqa: F401
     adaptive_misinformation,
     file,
     logit_noise,
+    mad,
     nasty,
     normal,
     reverse_sigmoid,

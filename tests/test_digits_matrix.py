@@ -52,7 +52,7 @@ def all_records() -> pd.DataFrame:
 def test_the_reference_is_what_the_current_configuration_and_code_compute(reference_plan):
     before = {p.name: p.stat().st_mtime_ns for p in (REFERENCE / "digits").rglob("*")}
     stale = [cell.name for cell, _ in pending_cells(reference_plan, RecordStore(reference_plan.dataset_dir))]
-    assert len(reference_plan.cells) == 7 * 7 * 2 * 3  # defenses × attacks (kd_t20 too) × students × seeds
+    assert len(reference_plan.cells) == 8 * 7 * 2 * 3  # defenses × attacks (kd_t20 too) × students × seeds
     assert stale == [], f"{len(stale)} reference cells are stale, e.g. {stale[:3]}: regenerate it (README)"
     assert {p.name: p.stat().st_mtime_ns for p in (REFERENCE / "digits").rglob("*")} == before  # read only
 
