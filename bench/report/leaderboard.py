@@ -190,6 +190,11 @@ def leaderboard_frame(frame: pd.DataFrame) -> pd.DataFrame:
 SIGNIFICANCE = 2.0  # standard errors
 
 
+# points: drops that differ by less are equal (95.56 − 96.11 and 97.22 − 97.78 are both −5/9 points,
+# one image of 360, but not in floating point)
+RANK_TOLERANCE = 1e-6
+
+
 ONE_SEED_NOISE = 1.0  # points: with one seed, a drop at most this large is not called a drop
 
 
@@ -215,7 +220,9 @@ def _ranks(group: pd.DataFrame) -> list[float]:
             continue
         peers = group[(complete == row.complete) & group.guaranteed_drop.notna()]
         _, high = _interval(row.guaranteed_drop, row.guaranteed_drop_se)
-        better = sum(_interval(p.guaranteed_drop, p.guaranteed_drop_se)[0] > high for _, p in peers.iterrows())
+        better = sum(
+            _interval(p.guaranteed_drop, p.guaranteed_drop_se)[0] > high + RANK_TOLERANCE for _, p in peers.iterrows()
+        )
         offset = 0 if row.complete else int((complete & group.guaranteed_drop.notna()).sum())
         ranks.append(float(1 + offset + better))
     return ranks
