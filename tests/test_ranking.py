@@ -102,7 +102,9 @@ def test_equal_drops_share_a_rank_whatever_their_floating_point_rounding():
     from kdbench.store.records import Record
 
     def record(defense: str, baseline: float, student: float) -> Record:
-        return Record("toy", defense, "kd", "s", 0, "t", 99.0, student, baseline, baseline - student, "ok", 1.0, defense)
+        return Record(
+            "toy", defense, "kd", "s", 0, "t", 99.0, student, baseline, baseline - student, "ok", 1.0, defense
+        )
 
     a = record("a", 95.55555555555556, 96.11111111111111)
     b = record("b", 97.22222222222223, 97.77777777777777)
