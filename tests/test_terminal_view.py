@@ -21,7 +21,7 @@ from rich.console import Console
 from kdbench.cli import _list
 from kdbench.report.leaderboard import leaderboard_frame, records_frame
 from kdbench.report.tables import matrix_table, ranking_table
-from kdbench.report.terminal import _two_lines, print_terminal_view
+from kdbench.report.terminal import two_line_name, print_terminal_view
 from kdbench.store.records import CellDetails, Record, RecordStore
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_the_last_screen_of_an_80_column_run_is_the_golden_one(tmp_path, monkeyp
     board = leaderboard_frame(records_frame(RecordStore(REFERENCE).all()))
     for row in board[board.defense != "scratch (no teacher)"].itertuples():
         ranking_row = [line for line in screen if line.split()[1:2] == [row.defense]]
-        first_line = _two_lines(row.defense).split("\n")[0]  # a long name takes two lines there
+        first_line = two_line_name(row.defense).split("\n")[0]  # a long name takes two lines there
         matrix_row = [line for line in screen if line.split()[:1] == [first_line] and line.split()[1][0] in "+-"]
         assert len(ranking_row) == 1 and ranking_row[0].endswith(str(row.verdict)), row.defense
         assert len(matrix_row) == 1 and len(matrix_row[0].split()) == 1 + 7, row.defense  # 7 attacks

@@ -166,7 +166,7 @@ DROPS_LEGEND = (
 NAME_WIDTH = 16  # a defense name longer than this is cut in two lines at an underscore in the drop matrix
 
 
-def _two_lines(name: str) -> str:
+def two_line_name(name: str) -> str:
     """``adaptive_misinformation`` → ``adaptive_\nmisinformation``: at the last underscore that
     leaves a first line of at most :data:`NAME_WIDTH` characters (a name without one stays whole)."""
     if len(name) <= NAME_WIDTH or "\n" in name:
@@ -199,7 +199,7 @@ def print_summary(
         say(attack_set_note(board))
     drops = drop_matrix_table(board)
     # a long defense name takes two lines (at an underscore) rather than push the attacks into parts
-    drops = [drops[0], *([_two_lines(row[0]), *row[1:]] for row in drops[1:])]
+    drops = [drops[0], *([two_line_name(row[0]), *row[1:]] for row in drops[1:])]
     for name, table in fitted_tables(
         f"{title}: drop (points) per attack", drops, keys=1, console=console, compact=True
     ):
