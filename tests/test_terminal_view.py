@@ -21,7 +21,7 @@ from rich.console import Console
 from kdbench.cli import _list
 from kdbench.report.leaderboard import leaderboard_frame, records_frame
 from kdbench.report.tables import matrix_table, ranking_table
-from kdbench.report.terminal import two_line_name, print_terminal_view
+from kdbench.report.terminal import print_terminal_view, two_line_name
 from kdbench.store.records import CellDetails, Record, RecordStore
 
 REPO = Path(__file__).resolve().parents[1]
