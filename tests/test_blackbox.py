@@ -116,8 +116,10 @@ def test_the_runner_hands_a_black_box_attack_the_api_and_never_the_teacher(tmp_p
     monkeypatch.setattr(BlackboxKD, "run", spy)
     args = ["run", "preset=tiny", "quiet=true", f"results_dir={tmp_path}", "defense=nasty", "attack=blackbox"]
     assert main([*args, "attack.blackbox.budget=90"]) == 0
-    ((view, ctx),) = seen
-    assert isinstance(view, TeacherAPI) and not isinstance(view, Teacher | torch.nn.Module)
+    # the cell's own run, then the stealing curve's three smaller budgets: each sees the API only
+    (view, ctx), *curve = seen
+    assert [v.budget for v, _ in curve] == [11, 22, 45]  # 1/8, 1/4, 1/2 of the 90 queries made
+    assert all(isinstance(v, TeacherAPI) and not isinstance(v, Teacher | torch.nn.Module) for v, _ in seen)
     assert view.access is Access.PROBABILITIES and view.budget == 90 and view.queries == 90
     assert ctx.data is None  # the training inputs without their labels, nothing else
     assert ctx.inputs is not None and ctx.inputs.dtype == torch.uint8 and len(ctx.inputs) == 128

@@ -107,3 +107,12 @@ def test_the_nasty_teacher_lowers_the_data_free_students(all_records):
     gap = acc["normal"] - acc["nasty"]
     assert len(gap) == 2 and (gap > 0).all(), gap.to_dict()
     assert gap.mean() >= 10, gap.to_dict()
+
+
+def test_every_black_box_cell_of_the_reference_has_its_stealing_curve():
+    blackbox = [r for r in RecordStore(REFERENCE / "digits").all() if r.attack == "blackbox"]
+    assert len(blackbox) == 8 * 2 * 3
+    for r in blackbox:
+        curve = r.details.stealing_curve
+        assert sorted(int(q) for q in curve) == [180, 359, 718, 1437], r.cell  # 1/8, 1/4, 1/2, all
+        assert curve["1437"] == r.student_acc

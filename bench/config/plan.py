@@ -92,6 +92,7 @@ class RunPlan:
     teacher_file: TeacherFile | None = None
     attack_bases: dict[str, str] = field(default_factory=dict)  # variant column → the plugin it runs
     heartbeat_s: float = 30.0  # without a terminal, a progress line this often
+    stealing_curves: bool = True  # query-budgeted attacks also measured at 1/8, 1/4 and 1/2 of their queries
     # the plugins, built once per run from ``defenses`` and ``attacks`` (a variant: its base's class)
     defense_plugins: dict[str, Defense] = field(default_factory=dict)
     attack_plugins: dict[str, Attack] = field(default_factory=dict)
@@ -275,6 +276,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         started_at=time.time(),
         attack_bases=attack_bases,
         heartbeat_s=float(cfg.heartbeat_s),
+        stealing_curves=bool(cfg.stealing_curves),
         teacher_file=teacher_file,
         paper_differences=paper_differences,
         defense_plugins=_built(DEFENSES, "defense", defenses, {}),

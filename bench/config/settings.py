@@ -48,6 +48,7 @@ class RootSettings:
     cache_dir: str | None
     quiet: bool
     heartbeat_s: float
+    stealing_curves: bool
     dataset: dict
     defense: dict
     attack: dict

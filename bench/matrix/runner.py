@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 
-from kdbench.api import AttackContext, DataAccess, DefenseContext
+from kdbench.api import Attack, AttackContext, DataAccess, DefenseContext
 from kdbench.config.plan import Cell, RunPlan
 from kdbench.data.catalogue import load_dataset
 from kdbench.data.images import ImageData
@@ -278,7 +279,7 @@ class Runner:
             details.files = built.files  # the owner's files: where the weights came from
             if self.plan.teacher_file is not None:
                 details.teacher_label = self.plan.teacher_file.label(cell.teacher)
-            fields["student_acc"], details.queries = self.attack(cell, built)
+            fields["student_acc"], details.queries, details.stealing_curve = self.attack(cell, built)
             fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
         except TrainingDiverged as err:
             status, reason = STATUS_DIVERGED, str(err)
@@ -310,8 +311,9 @@ class Runner:
         atomic_write_text(path, f"{cell.name}: {err}\n\n{err.traceback}")
         return path
 
-    def attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None]:
-        """The student's test accuracy after the attack, and how many inputs it queried (None: white box)."""
+    def attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None, dict[str, float]]:
+        """The student's test accuracy after the attack, how many inputs it queried (None: white
+        box) and, for a query-budgeted attack, its stealing curve (queries → accuracy)."""
         try:
             with options_of(f"attack.{cell.attack}"):
                 return self._attack(cell, built)
@@ -320,11 +322,35 @@ class Runner:
         except Exception as err:  # a bug in the attack: this cell fails, the matrix goes on
             raise PluginFailed(f"attack {cell.attack!r}", err) from err
 
-    def _attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None]:
+    def _attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None, dict[str, float]]:
+        attack = self.plan.attack(cell.attack)
+        accuracy, view = self._run_attack(cell, built, attack)
+        queries = view.queries if isinstance(view, TeacherAPI) else None
+        curve: dict[str, float] = {}
+        if queries and attack.query_budget is not None and self.plan.stealing_curves:
+            curve = self.stealing_curve(cell, built, attack, queries)
+            curve[str(queries)] = accuracy
+        return accuracy, queries, curve
+
+    def stealing_curve(self, cell: Cell, built: BuiltTeacher, attack: Attack, queries: int) -> dict[str, float]:
+        """The student's accuracy had the attacker stopped after 1/8, 1/4 and 1/2 of its ``queries``:
+        the same attack with that budget and the same random stream, so that its queries are the
+        first ones of the full run's (the teacher answers them from the cell's answer memo where it
+        has them), and a student trained on them alone."""
+        curve = {}
+        for fraction in CURVE_FRACTIONS:
+            budget = max(1, round(queries * fraction))
+            smaller = type(attack)(replace(attack.cfg, budget=budget))
+            accuracy, view = self._run_attack(cell, built, smaller)
+            assert isinstance(view, TeacherAPI)
+            curve[str(view.queries)] = accuracy
+        return curve
+
+    def _run_attack(self, cell: Cell, built: BuiltTeacher, attack: Attack) -> tuple[float, Teacher | TeacherAPI]:
+        """Run ``attack`` on a fresh student of the cell; its test accuracy and the view it attacked."""
         trainer = self.trainer(cell.seed, cell.student_arch)
         generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")
         student = create_model(cell.student_arch, self.data.num_classes, self.data.input_shape).to(self.plan.device)
-        attack = self.plan.attack(cell.attack)
         view: Teacher | TeacherAPI = built.teacher
         if attack.access is not Access.WHITE_BOX:
             # cells asking this API the same inputs (another student, attack or KD temperature) share its answers
@@ -343,5 +369,8 @@ class Runner:
         )
         trained = attack.run(view, student, ctx)
         trained.eval()
-        queries = view.queries if isinstance(view, TeacherAPI) else None
-        return trainer.accuracy(trained, self.data), queries
+        return trainer.accuracy(trained, self.data), view
+
+
+# the fractions of an attack's queries its stealing curve is measured at, beside all of them
+CURVE_FRACTIONS = (1 / 8, 1 / 4, 1 / 2)

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from kdbench.errors import BenchError
+from kdbench.report.curves import curves_frame, curves_markdown
 from kdbench.report.leaderboard import leaderboard_frame, records_frame, teacher_label
 from kdbench.report.paper import with_paper_figures
 from kdbench.report.tables import RUN_SCOPE, leaderboard_markdown
@@ -54,7 +55,7 @@ def write_reports(
 ) -> pd.DataFrame:
     """Rebuild records.csv, leaderboard.csv, leaderboard.md and the plots of one results folder:
     of the records of ``cells`` (a run's own cells), or of every record there (``bench report``)."""
-    from kdbench.report.plots import plot_matrix, plot_tradeoff
+    from kdbench.report.plots import plot_matrix, plot_stealing_curves, plot_tradeoff
 
     records, unreadable = RecordStore(folder).scan()
     if cells is not None:
@@ -85,12 +86,16 @@ def write_reports(
     title = str((settings or {}).get("dataset", folder.name))
     atomic_write_text(folder / "records.csv", frame.to_csv(index=False, float_format="%.4f"))
     atomic_write_text(folder / "leaderboard.csv", board.to_csv(index=False, float_format="%.4f"))
-    markdown = leaderboard_markdown(board, settings or {})
+    markdown = leaderboard_markdown(board, settings or {}, curves_markdown(curves_frame(records)))
     if unreadable:
         markdown += "\n" + unreadable_note(unreadable)
     atomic_write_text(folder / "leaderboard.md", markdown)
     plot_tradeoff(board, folder / "tradeoff.png", title)
     plot_matrix(board, folder / "matrix.png", title)
+    curves = curves_frame(records)
+    if not curves.empty:
+        atomic_write_text(folder / "stealing_curves.csv", curves.to_csv(index=False, float_format="%.4f"))
+        plot_stealing_curves(curves, folder / "stealing_curves.png", title)
     return board
 
 

@@ -1,4 +1,5 @@
-"""The leaderboard's two pictures: the owner's trade-off, and the whole matrix as a heatmap."""
+"""The leaderboard's pictures: the owner's trade-off, the whole matrix as a heatmap, and the stealing
+curves of the query-budgeted attacks."""
 
 from __future__ import annotations
 
@@ -85,4 +86,31 @@ def plot_matrix(board: pd.DataFrame, path: Path, title: str) -> None:
     ax.set_xlabel("attack → student")
     ax.set_title(f"{title}: student drop per cell (points)\nred: the defense holds · blue: it leaks", fontsize=10)
     fig.colorbar(image, ax=ax, label="drop (points)")
+    _save(fig, path)
+
+
+def plot_stealing_curves(curves: pd.DataFrame, path: Path, title: str) -> None:
+    """The student's accuracy against the attacker's queries (log scale), one line per defense (mean
+    over seeds), one panel per attack → student."""
+    pairs = sorted({(a, s) for a, s in zip(curves.attack, curves.student, strict=True)})
+    fig = Figure(figsize=(4.2 * len(pairs), 3.6))
+    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
+    for ax, (attack, student) in zip(axes, pairs, strict=True):
+        mine = curves[(curves.attack == attack) & (curves.student == student)]
+        for n, ((teacher, defense), line) in enumerate(mine.groupby(["teacher", "defense"], sort=True)):
+            mean = line.groupby("queries").student_acc.mean()
+            several = curves.teacher.nunique() > 1
+            ax.plot(
+                mean.index,
+                mean.values,
+                marker=MARKERS[n % len(MARKERS)],
+                label=f"{teacher} {defense}" if several else defense,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("queries")
+        ax.set_ylabel("student test accuracy (%)")
+        ax.set_title(f"{attack} → {student}", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"{title}: stealing curves (mean over seeds)", fontsize=10)
     _save(fig, path)

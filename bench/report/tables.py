@@ -191,7 +191,9 @@ def seed_counts(board: pd.DataFrame) -> str:
     return ", ".join(f"{defense} {n}" for defense, n in counts.items())
 
 
-def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
+def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any], curves: list[str] | None = None) -> str:
+    """leaderboard.md: the header, the ranking, the full matrix, then (``curves``: its lines) the
+    stealing curves section."""
     out = [f"# kdbench leaderboard: {settings.get('dataset', '?')}", ""]
     shown = ", ".join(f"{k} {v}" for k, v in settings.items() if k not in HEADER_SKIPS)
     if shown:
@@ -285,4 +287,6 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any]) -> str:
         "",
         "![drop per defense, attack and student](matrix.png)",
     ]
+    if curves:
+        out += ["", *curves, "", "![student accuracy against queries](stealing_curves.png)"]
     return "\n".join(out) + "\n"

@@ -154,8 +154,8 @@ def print_terminal_view(board: pd.DataFrame, console: Console, title: str, folde
 
 SUMMARY_RANKING = ("rank", "defense", "teacher acc", "guaranteed drop", "verdict")
 SUMMARY_LEGEND = (
-    "Drop: the points a stolen student loses against itself trained from scratch. Guaranteed: for "
-    "the attack and student that steal best. Higher is better for the defense."
+    "Drop: points a stolen student loses against itself trained from scratch. Guaranteed: for the "
+    "attack and student that steal best; higher is better."
 )
 DROPS_LEGEND = (
     f"The smallest drop over students; {BEYOND_NOISE_MARK} beyond noise for every student. A drop the "
@@ -210,7 +210,8 @@ def print_summary(
     for note in notes:
         say(note)
     if folder is not None:
+        curves = ", stealing_curves.csv and .png" if (folder / "stealing_curves.csv").exists() else ""
         say(
             f"Files in {folder}/: leaderboard.md (every student and column; `bench report --full`), "
-            "leaderboard.csv, records.csv, tradeoff.png, matrix.png"
+            f"leaderboard.csv, records.csv, tradeoff.png, matrix.png{curves}"
         )

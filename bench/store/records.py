@@ -33,6 +33,8 @@ class CellDetails:
     # the defense's cost to legitimate users: ECE (%), KL (nats) and TV (%) of the served probabilities
     owner_cost: dict[str, float] = field(default_factory=dict)
     queries: int | None = None  # inputs the attack asked the teacher (None: white box, or not run)
+    # queries → the student's test accuracy had the attacker stopped there (query-budgeted attacks)
+    stealing_curve: dict[str, float] = field(default_factory=dict)
     traceback: str | None = None  # the file holding a failed plugin's traceback
 
     def to_json(self) -> dict[str, Any]:
