@@ -28,6 +28,7 @@ so that variant is refused there.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -59,14 +60,18 @@ class MADConfig:
 def argmax_vertices(num_classes: int, top: Tensor) -> Tensor:
     """For each row's top class, the reference's argmax-preserving targets in its order
     (``itertools.product([0, 1], repeat=K)`` with the top class set): rows × 2^(K−1) × K."""
+    return _vertices_by_top_class(num_classes).to(top.device)[top]
+
+
+@functools.cache
+def _vertices_by_top_class(num_classes: int) -> Tensor:
+    """K × 2^(K−1) × K: for each class k, the targets that hold it, up-weighted, as probabilities
+    (built once per class count: a serving path must not loop over its queries)."""
     grid = torch.tensor(list(itertools.product([0.0, 1.0], repeat=num_classes)), dtype=torch.float64)
-    grid = grid.to(top.device)
-    rows = []
-    for k in top.tolist():
-        vertices = grid[grid[:, k] > 0].clone()
-        vertices[:, k] += TOP_CLASS_WEIGHT
-        rows.append(vertices / vertices.sum(dim=1, keepdim=True))
-    return torch.stack(rows)
+    vertices = torch.stack([grid[grid[:, k] > 0] for k in range(num_classes)])
+    classes = torch.arange(num_classes)
+    vertices[classes, :, classes] += TOP_CLASS_WEIGHT
+    return vertices / vertices.sum(dim=2, keepdim=True)
 
 
 def mad_targets(y: Tensor, oracle: str) -> Tensor:
