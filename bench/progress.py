@@ -112,7 +112,7 @@ class Progress:
         self.parallel = 1
         self._matrix_start: float | None = None
         self._left: Counter[str] = Counter()  # kinds of the units not finished yet
-        self._done: list[str] = []  # kinds of the units finished
+        self._done: Counter[str] = Counter()  # kinds of the units finished
         self._seconds: dict[str, list[float]] = {}  # kind → the seconds each finished one took
         self._priors: dict[str, float] = {}  # kind → what it cost in earlier runs (records), any machine
         self.working_on: list[str] = []  # the cells or networks the executor has in hand now
@@ -157,7 +157,7 @@ class Progress:
         :func:`cell_kind`), computed ``parallel`` at a time."""
         self.units_total, self.units_done, self.parallel = len(kinds), 0, parallel
         self._left = Counter(kinds)
-        self._done = []
+        self._done = Counter()
         self._seconds = {}
         self._matrix_start = time.perf_counter()
         if self._bars is not None:
@@ -179,7 +179,7 @@ class Progress:
         self.units_done += 1
         if self._left[kind] > 0:
             self._left[kind] -= 1
-        self._done.append(kind)
+        self._done[kind] += 1
         if seconds is not None:
             self._seconds.setdefault(kind, []).append(seconds)
         if self._bars is not None and self._matrix_bar is not None:
@@ -226,7 +226,7 @@ class Progress:
         ):
             return None  # networks alone, with the workers' start-up, say little of the cells' pace
         elapsed = time.perf_counter() - self._matrix_start
-        done = sum(self._cost(kind) or 0.0 for kind in self._done)
+        done = sum((self._cost(kind) or 0.0) * n for kind, n in self._done.items())
         left = sum((self._cost(kind) or 0.0) * n for kind, n in self._left.items() if n > 0)
         if done <= 0:  # nothing measured yet, or only units that cost nothing: count units
             return elapsed / self.units_done * max(0, self.units_total - self.units_done)
