@@ -9,14 +9,27 @@ linear layer on the pooled 1280 features (the original's 1×1 convolution, same 
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 from torch import Tensor, nn
 
 from kdbench.models.base import Classifier
+from kdbench.models.intermediate import HeadPlan
 from kdbench.models.registry import register_model
 
 # (expansion t, output channels, blocks, stride of the first block) per stage
 STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 1), (6, 320, 1, 1)]
 FEATURES = 1280
+
+# The skeptical student's heads as mobilenetv2_self.py (ksouvik52/Skeptical2021) builds them: after
+# stages 2, 4 and 6 (1-based, as its stage1..stage7), the (output channels, stride) of each separable
+# convolution of its scala1..scala3, all widening to the 1280 features the network's own head reads.
+# Its attention gates' separable convolutions keep the resolution (stride 1, no upsampling).
+SELF_DISTILLATION_HEADS: list[tuple[int, tuple[tuple[int, int], ...]]] = [
+    (2, ((64, 2), (160, 1), (320, 1), (640, 1), (1280, 1))),
+    (4, ((160, 1), (320, 1), (640, 1), (1280, 1))),
+    (6, ((320, 1), (640, 1), (1280, 1))),
+]
 
 
 class InvertedResidual(nn.Module):
@@ -63,6 +76,15 @@ class MobileNetV2(Classifier):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.final(self.blocks(self.stem(x)))
+
+    def self_distillation_heads(self) -> list[HeadPlan]:
+        """On the outputs of stages 2, 4 and 6 (their last blocks: 24×17×17, 64×5×5 and 160×5×5 at
+        32×32), not where a resolution rule would look (the next stage's first 1×1 expansion, which
+        still runs at the old resolution)."""
+        ends = list(accumulate(n_blocks for _, _, n_blocks, _ in STAGES))  # one past each stage's last block
+        return [
+            HeadPlan(f"blocks.{ends[stage - 1] - 1}", convs, gate_stride=1) for stage, convs in SELF_DISTILLATION_HEADS
+        ]
 
 
 @register_model("mobilenetv2")

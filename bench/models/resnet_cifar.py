@@ -6,10 +6,13 @@ Global average pooling is adaptive, so the same networks take 32×32 (CIFAR) and
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kdbench.models.base import Classifier
+from kdbench.models.intermediate import HeadPlan, resnet_self_heads
 from kdbench.models.registry import register_model
 
 
@@ -69,6 +72,8 @@ class ResNetCifar(Classifier):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
+        self.blocks_per_stage = list(blocks_per_stage)
+        self.stage_channels = [64 * 2**i * block.expansion for i in range(len(blocks_per_stage))]
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)
         )
@@ -84,6 +89,15 @@ class ResNetCifar(Classifier):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.pool(self.stages(self.stem(x)))
+
+    def self_distillation_heads(self) -> list[HeadPlan]:
+        """The skeptical student's heads as ``resnet_self.py`` places them: on the outputs of
+        ``layer1``-``layer3``, the last block of each of the first three stages (after its ReLU; this
+        network holds every block in one Sequential). On ResNet-50 at 32×32: 256×32×32, 512×16×16,
+        1024×8×8. A resolution rule would instead find the next stage's first 1×1 reduction, which
+        still runs at the old resolution."""
+        ends = list(accumulate(self.blocks_per_stage))  # one past each stage's last block
+        return resnet_self_heads([f"stages.{end - 1}" for end in ends[:-1]], self.stage_channels[1:])
 
 
 @register_model("resnet18")

@@ -8,10 +8,13 @@ a bias.
 
 from __future__ import annotations
 
+from itertools import accumulate
+
 import torch
 from torch import Tensor, nn
 
 from kdbench.models.base import Classifier
+from kdbench.models.intermediate import HeadPlan, resnet_self_heads
 from kdbench.models.registry import register_model
 
 STAGE_CHANNELS = (116, 232, 464)
@@ -74,6 +77,17 @@ class ShuffleNetV2(Classifier):
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.final(self.units(self.stem(x)))
+
+    def self_distillation_heads(self) -> list[HeadPlan]:
+        """The skeptical student's heads on the outputs of the first two stages (their last units:
+        116×16×16 and 232×8×8 at 32×32). The reference (ksouvik52/Skeptical2021) has no ShuffleNetV2
+        student, so this takes ``resnet_self.py``'s rule (a head after every stage but the last,
+        halving the resolution once per later stage) and, like both reference students, widens to
+        the features the network's own head reads (1024, after the final 1×1 convolution). Like
+        both, no head reads the stem (one convolution); a resolution rule would read the stem and
+        the next stages' first units instead."""
+        ends = list(accumulate(UNITS_PER_STAGE))  # one past each stage's last unit
+        return resnet_self_heads([f"units.{end - 1}" for end in ends[:-1]], [*STAGE_CHANNELS[1:-1], FEATURES])
 
 
 @register_model("shufflenetv2")
