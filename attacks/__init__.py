@@ -1,3 +1,3 @@
 """The suite's own attacks; importing this package registers them."""
 
-from kdbench.attacks import blackbox, dafl, deepinversion, htc, kd, skeptical  # noqa: F401
+from kdbench.attacks import blackbox, dafl, deepinversion, dfme, fast_dfkd, htc, kd, skeptical  # noqa: F401

@@ -113,3 +113,34 @@ def test_the_time_left_check_prints_the_estimate_beside_the_truth(capsys):
     for mark in ("25% of units", "50% of units", "75% of units", "25% of time", "50% of time", "75% of time"):
         assert f"| {mark} | " in printed
     assert "Every estimate (s into the run: estimated/true s left): " in printed
+
+
+def test_several_scales_give_a_row_each_for_a_stealing_curve(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(
+        budget_table, "run", lambda attack, overrides, results, cache: calls.append((attack, overrides))
+    )
+    monkeypatch.setattr(
+        budget_table, "measured", lambda folder, dataset, label: budget_table.Row(label, {"mlp": [50.0]}, 1.0, 0)
+    )
+    assert budget_table.main(["dfme", "--scale", "0.5,2", "seeds=1", "attack.dfme.budget=400000"]) == 0
+    assert [c[1][-1] for c in calls[1:]] == [
+        "attack.dfme.budget=400000",
+        "attack.dfme.budget=200000",
+        "attack.dfme.budget=800000",
+    ]
+    out = capsys.readouterr().out
+    assert "| budget=200000 |" in out and "| budget=800000 |" in out
+
+
+def test_the_thread_spread_table_has_a_row_per_attack_and_student(capsys):
+    from kdbench.tools import thread_spread
+
+    assert thread_spread.main(["dafl", "preset=tiny"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| dafl | mlp |")]
+    assert len(rows) == 1
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    mean_std, seed0_one, seed0_two, delta, verdict = cells[2:]
+    assert " ± " in mean_std and verdict in {"yes", "no"}
+    assert float(delta) == pytest.approx(abs(float(seed0_two) - float(seed0_one)), abs=0.051)

@@ -21,7 +21,7 @@ from kdbench.store.records import Record
 from kdbench.training.loop import Trainer
 from kdbench.training.recipe import Recipe
 
-DATA_FREE = ["dafl", "deepinversion"]
+DATA_FREE = ["dafl", "deepinversion", "fast_dfkd"]
 
 
 def plan(*overrides: str):

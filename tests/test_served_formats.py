@@ -8,7 +8,7 @@ import pandas as pd
 from kdbench.cli import main
 
 LOGIT_DEFENSES = ["logit_noise", "topk", "reverse_sigmoid"]
-ATTACKS = ["kd", "blackbox", "htc", "skeptical", "dafl", "deepinversion"]
+ATTACKS = ["kd", "blackbox", "htc", "skeptical", "dafl", "deepinversion", "fast_dfkd", "dfme"]
 
 
 def test_every_attack_meets_every_logit_defense_without_diverging(tmp_path):
@@ -21,7 +21,7 @@ def test_every_attack_meets_every_logit_defense_without_diverging(tmp_path):
     assert main(["run", "all", "preset=tiny", *selection, "quiet=true", f"results_dir={tmp_path}"]) == 0
     records = pd.read_csv(tmp_path / "synthetic" / "records.csv")
     assert set(records.attack) == {*ATTACKS, "blackbox_logits"} and set(records.defense) == set(LOGIT_DEFENSES)
-    assert len(records) == 3 * 7
+    assert len(records) == 3 * 9
     bad = records[records.status != "ok"][["defense", "attack", "status", "reason"]]
     assert bad.empty, bad.to_string()
 

@@ -248,16 +248,19 @@ def index_batches(
 CROP_PADDING = 4  # the training augmentation's crop: CIFAR's usual random crop of a 4-pixel padded image
 
 
-def random_crop_flip(x: Tensor, *, padding: int, generator: torch.Generator | None = None) -> Tensor:
-    """torchvision's RandomCrop(size, padding) + RandomHorizontalFlip, for a whole batch at once."""
+def random_crop_flip(
+    x: Tensor, *, padding: int, generator: torch.Generator | None = None, flip: bool = True
+) -> Tensor:
+    """torchvision's RandomCrop(size, padding) + RandomHorizontalFlip (``flip=False``: the crop
+    alone), for a whole batch at once; differentiable with respect to ``x``."""
     n, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (padding,) * 4)
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device) & flip
     rows = dy[:, None] + torch.arange(h, device=x.device)  # n×h
     cols = dx[:, None] + torch.arange(w, device=x.device)  # n×w
-    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    cols = torch.where(mirror[:, None], cols.flip(1), cols)
     batch = torch.arange(n, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # n×h×w×c
     return out.permute(0, 3, 1, 2).contiguous()

@@ -22,7 +22,7 @@ from kdbench.api import Attack, AttackContext, DataAccess, DefenseContext
 from kdbench.config.plan import Cell, RunPlan
 from kdbench.data.catalogue import load_dataset
 from kdbench.data.images import ImageData
-from kdbench.errors import BenchError, CannotWrite, options_of
+from kdbench.errors import BenchError, CannotWrite, OptionError, options_of
 from kdbench.matrix.pending import PendingCell, cell_title, computations, is_current, outcome, take_over
 from kdbench.models import create_model
 from kdbench.progress import TAKEN_OVER, Progress, cell_kind, network_kind
@@ -324,7 +324,7 @@ class Runner:
 
     def _attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None, dict[str, float]]:
         attack = self.plan.attack(cell.attack)
-        accuracy, view = self._run_attack(cell, built, attack)
+        accuracy, view = self.run_attack(cell, built, attack)
         queries = view.queries if isinstance(view, TeacherAPI) else None
         curve: dict[str, float] = {}
         if queries and attack.query_budget is not None and self.plan.stealing_curves:
@@ -340,13 +340,16 @@ class Runner:
         curve = {}
         for fraction in CURVE_FRACTIONS:
             budget = max(1, round(queries * fraction))
-            smaller = type(attack)(replace(attack.cfg, budget=budget))
-            accuracy, view = self._run_attack(cell, built, smaller)
+            try:
+                smaller = type(attack)(replace(attack.cfg, budget=budget))
+            except OptionError:  # a fraction too small for one step of the attack (DFME's iteration)
+                continue
+            accuracy, view = self.run_attack(cell, built, smaller)
             assert isinstance(view, TeacherAPI)
             curve[str(view.queries)] = accuracy
         return curve
 
-    def _run_attack(self, cell: Cell, built: BuiltTeacher, attack: Attack) -> tuple[float, Teacher | TeacherAPI]:
+    def run_attack(self, cell: Cell, built: BuiltTeacher, attack: Attack) -> tuple[float, Teacher | TeacherAPI]:
         """Run ``attack`` on a fresh student of the cell; its test accuracy and the view it attacked."""
         trainer = self.trainer(cell.seed, cell.student_arch)
         generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")

@@ -10,7 +10,8 @@ Each budget is one ``bench run all`` in a fresh results folder; the teachers and
 from one cache folder shared by the budgets, so they train once. Extra arguments are passed to every
 run (``seeds=5``, ``dataset=...``, a preset), except the attack's own options (a candidate default,
 ``attack.dafl.batch_size=128``), which go to its runs and not to KD's. The knobs of each data-free
-attack are in :data:`KNOBS`; ``--knobs a,b`` picks others, ``--scale 0.5`` halves instead of doubling.
+attack are in :data:`KNOBS`; ``--knobs a,b`` picks others, ``--scale 0.5`` halves instead of doubling,
+and ``--scale 0.125,0.25,0.5,2`` gives a row per factor (DFME's stealing curve).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from kdbench.store.records import STATUS_OK, RecordStore
 KNOBS: dict[str, tuple[str, ...]] = {
     "dafl": ("epochs", "iters_per_epoch", "batch_size"),
     "deepinversion": ("pool_size", "steps", "kd_epochs"),
+    "fast_dfkd": ("epochs", "kd_steps", "g_steps"),
+    "dfme": ("budget",),  # its stealing curve: `dfme --scale 0.125,0.25,0.5,2`
 }
 
 
@@ -118,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("attack", help=f"the attack whose budget to check (knobs known for {', '.join(KNOBS)})")
     parser.add_argument("--knobs", help="comma-separated options to scale (default: the attack's own)")
-    parser.add_argument("--scale", type=float, default=2.0, help="the factor each knob is multiplied by")
+    parser.add_argument(
+        "--scale", default="2", help="the factor each knob is multiplied by; several, comma-separated: a row each"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (seeds=5, dataset=...)")
     args = parser.parse_intermixed_args(argv)  # options may follow the attack: `dafl --knobs epochs seeds=5`
     knobs = tuple(args.knobs.split(",")) if args.knobs else KNOBS.get(args.attack, ())
@@ -128,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     dataset = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("dataset=")), "digits")
     prefix = f"attack.{args.attack}"
     budgets = [("default " + ", ".join(f"{k}={v}" for k, v in budget.items()), [])]
-    scaled = {k: max(1, round(v * args.scale)) for k, v in budget.items()}
-    budgets += [(f"{knob}={scaled[knob]}", [f"{prefix}.{knob}={scaled[knob]}"]) for knob in knobs]
-    if len(knobs) > 1:
-        budgets.append(("all ×" + f"{args.scale:g}", [f"{prefix}.{k}={v}" for k, v in scaled.items()]))
+    for scale in (float(s) for s in args.scale.split(",")):
+        scaled = {k: max(1, round(v * scale)) for k, v in budget.items()}
+        budgets += [(f"{knob}={scaled[knob]}", [f"{prefix}.{knob}={scaled[knob]}"]) for knob in knobs]
+        if len(knobs) > 1:
+            budgets.append((f"all ×{scale:g}", [f"{prefix}.{k}={v}" for k, v in scaled.items()]))
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="kdbench-budget-") as tmp:
         cache = Path(tmp) / "cache"
