@@ -248,9 +248,7 @@ def index_batches(
 CROP_PADDING = 4  # the training augmentation's crop: CIFAR's usual random crop of a 4-pixel padded image
 
 
-def random_crop_flip(
-    x: Tensor, *, padding: int, generator: torch.Generator | None = None, flip: bool = True
-) -> Tensor:
+def random_crop_flip(x: Tensor, *, padding: int, generator: torch.Generator | None = None, flip: bool = True) -> Tensor:
     """torchvision's RandomCrop(size, padding) + RandomHorizontalFlip (``flip=False``: the crop
     alone), for a whole batch at once; differentiable with respect to ``x``."""
     n, _, h, w = x.shape
