@@ -232,6 +232,8 @@ class DFME(Attack):
     access = Access.PROBABILITIES
     data_access = DataAccess.NONE
 
+    curve_in_run = True  # the student learns as the queries come: its curve is read off the one run
+
     def __init__(self, cfg: DFMEConfig) -> None:
         super().__init__(cfg)
         self.query_budget = cfg.budget
@@ -274,6 +276,7 @@ class DFME(Attack):
                     with torch.no_grad():
                         x = torch.tanh(generator(codes()))
                     yield x, teacher(x)
+                ctx.queries_spent(student, teacher.queries)
 
         ctx.trainer.fit(
             student,

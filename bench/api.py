@@ -72,6 +72,10 @@ class AttackContext:
     # what the teacher takes (its normalisation is the owner's, public); the runner always sets it
     input_format: InputFormat | None = None
     inputs: Tensor | None = None  # unlabelled uint8 images in that format
+    # a query-budgeted attack that learns as it queries (``curve_in_run``) calls this with its
+    # student and the queries spent so far; the runner measures the student's test accuracy where a
+    # fraction of the budget is crossed (the attack never sees the test data): its stealing curve
+    queries_spent: Callable[[nn.Module, int], None] = lambda student, queries: None
 
 
 @dataclass
@@ -178,6 +182,10 @@ class Attack(Plugin, ABC):
     data_access: DataAccess = DataAccess.TRAIN
     top_k: int | None = None
     query_budget: int | None = None
+    # True: the student's accuracy at fractions of the budget is measured during the one run, through
+    # AttackContext.queries_spent (an attack whose student trains as the queries come, like DFME);
+    # False: the attack is rerun with the smaller budgets (a fixed transfer set, like blackbox)
+    curve_in_run: bool = False
 
     @abstractmethod
     def run(self, teacher: Teacher | TeacherAPI, student: nn.Module, ctx: AttackContext) -> nn.Module: ...

@@ -408,5 +408,7 @@ def test_the_runner_hands_dfme_the_api_alone_and_records_its_queries_and_curve(t
     assert all(isinstance(view, TeacherAPI) for view in seen["views"])
     assert seen["ctx"].data is None and seen["ctx"].inputs is None
     assert record.details.queries == 4 * 112  # the tiny preset's 448 queries: 4 iterations of 16·(2 + 5)
-    # its stealing curve: 1/8 of 448 is under one iteration (112 queries) and left out
+    # its stealing curve, read off the one run (no rerun with smaller budgets) after each iteration
+    # (112 queries) that crosses 1/8, 1/4 or 1/2 of the budget: 56 and 112 are crossed together
+    assert len(seen["views"]) == 1
     assert sorted(int(q) for q in record.details.stealing_curve) == [112, 224, 448]

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from torch import nn
 
 from kdbench.api import Attack, AttackContext, DataAccess, DefenseContext
 from kdbench.config.plan import Cell, RunPlan
@@ -324,13 +326,34 @@ class Runner:
 
     def _attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None, dict[str, float]]:
         attack = self.plan.attack(cell.attack)
-        accuracy, view = self.run_attack(cell, built, attack)
-        queries = view.queries if isinstance(view, TeacherAPI) else None
         curve: dict[str, float] = {}
+        watch = None
+        if attack.curve_in_run and attack.query_budget is not None and self.plan.stealing_curves:
+            watch = self.curve_watch(attack.query_budget, curve, self.trainer(cell.seed, cell.student_arch))
+        accuracy, view = self.run_attack(cell, built, attack, watch)
+        queries = view.queries if isinstance(view, TeacherAPI) else None
         if queries and attack.query_budget is not None and self.plan.stealing_curves:
-            curve = self.stealing_curve(cell, built, attack, queries)
+            if not attack.curve_in_run:
+                curve.update(self.stealing_curve(cell, built, attack, queries))
             curve[str(queries)] = accuracy
         return accuracy, queries, curve
+
+    def curve_watch(self, budget: int, curve: dict[str, float], trainer: Trainer) -> Callable[[nn.Module, int], None]:
+        """What an attack that learns as it queries calls as it spends its budget: the first time its
+        queries reach each fraction of ``budget``, the student's test accuracy there goes in ``curve``."""
+        pending = [budget * f for f in CURVE_FRACTIONS]
+
+        def spent(student: nn.Module, queries: int) -> None:
+            if not pending or queries < pending[0]:
+                return
+            while pending and queries >= pending[0]:
+                pending.pop(0)
+            was_training = student.training
+            student.eval()
+            curve[str(queries)] = trainer.accuracy(student, self.data)
+            student.train(was_training)
+
+        return spent
 
     def stealing_curve(self, cell: Cell, built: BuiltTeacher, attack: Attack, queries: int) -> dict[str, float]:
         """The student's accuracy had the attacker stopped after 1/8, 1/4 and 1/2 of its ``queries``:
@@ -349,7 +372,13 @@ class Runner:
             curve[str(view.queries)] = accuracy
         return curve
 
-    def run_attack(self, cell: Cell, built: BuiltTeacher, attack: Attack) -> tuple[float, Teacher | TeacherAPI]:
+    def run_attack(
+        self,
+        cell: Cell,
+        built: BuiltTeacher,
+        attack: Attack,
+        queries_spent: Callable[[nn.Module, int], None] | None = None,
+    ) -> tuple[float, Teacher | TeacherAPI]:
         """Run ``attack`` on a fresh student of the cell; its test accuracy and the view it attacked."""
         trainer = self.trainer(cell.seed, cell.student_arch)
         generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")
@@ -370,6 +399,8 @@ class Runner:
             input_format=self.data.input_format,
             inputs=attacker_inputs(attack.data_access, self.data),
         )
+        if queries_spent is not None:
+            ctx.queries_spent = queries_spent
         trained = attack.run(view, student, ctx)
         trained.eval()
         return trainer.accuracy(trained, self.data), view
