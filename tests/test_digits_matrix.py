@@ -52,7 +52,7 @@ def all_records() -> pd.DataFrame:
 def test_the_reference_is_what_the_current_configuration_and_code_compute(reference_plan):
     before = {p.name: p.stat().st_mtime_ns for p in (REFERENCE / "digits").rglob("*")}
     stale = [cell.name for cell, _ in pending_cells(reference_plan, RecordStore(reference_plan.dataset_dir))]
-    assert len(reference_plan.cells) == 8 * 7 * 2 * 3  # defenses × attacks (kd_t20 too) × students × seeds
+    assert len(reference_plan.cells) == 8 * 9 * 2 * 3  # defenses × attacks (kd_t20 too) × students × seeds
     assert stale == [], f"{len(stale)} reference cells are stale, e.g. {stale[:3]}: regenerate it (README)"
     assert {p.name: p.stat().st_mtime_ns for p in (REFERENCE / "digits").rglob("*")} == before  # read only
 
@@ -116,3 +116,14 @@ def test_every_black_box_cell_of_the_reference_has_its_stealing_curve():
         curve = r.details.stealing_curve
         assert sorted(int(q) for q in curve) == [180, 359, 718, 1437], r.cell  # 1/8, 1/4, 1/2, all
         assert curve["1437"] == r.student_acc
+
+
+def test_every_dfme_cell_of_the_reference_has_its_stealing_curve_from_the_one_run():
+    """DFME's budget of 500,000 queries is spent in iterations of 1,792: its curve's points are the
+    first iteration ends past 1/8, 1/4 and 1/2 of the budget, and the 279 iterations it can afford."""
+    dfme = [r for r in RecordStore(REFERENCE / "digits").all() if r.attack == "dfme"]
+    assert len(dfme) == 8 * 2 * 3
+    for r in dfme:
+        curve = r.details.stealing_curve
+        assert sorted(int(q) for q in curve) == [62720, 125440, 250880, 499968], r.cell
+        assert curve["499968"] == r.student_acc and r.details.queries == 499968
