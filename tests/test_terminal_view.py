@@ -157,7 +157,20 @@ def test_the_last_screen_of_an_80_column_run_is_the_golden_one(tmp_path, monkeyp
         first_line = two_line_name(row.defense).split("\n")[0]  # a long name takes two lines there
         matrix_row = [line for line in screen if line.split()[:1] == [first_line] and line.split()[1][0] in "+-"]
         assert len(ranking_row) == 1 and ranking_row[0].endswith(str(row.verdict)), row.defense
-        assert len(matrix_row) == 1 and len(matrix_row[0].split()) == 1 + 7, row.defense  # 7 attacks
+        assert len(matrix_row) == 1 and len(matrix_row[0].split()) == 1 + 9, row.defense  # 9 attacks
     assert "Finding: " in text and "Reference: matches the reference results/reference/digits" in text
     assert any(line.startswith("Files in results/runs/digits/: leaderboard.md") for line in screen[-3:])
     assert "stealing_curves.csv" in " ".join(screen[-3:])  # the reference has black-box curves
+
+
+def test_a_long_attack_name_takes_two_lines_no_wider_than_its_figures_where_it_can():
+    from kdbench.report.terminal import two_line_header
+
+    assert two_line_header("kd_t20", 6) == "kd_t20"
+    assert two_line_header("fast_dfkd", 6) == "fast_\ndfkd"  # at the underscore
+    assert two_line_header("blackbox", 6) == "black-\nbox"  # hyphenated as late as fits
+    assert two_line_header("deepinversion", 6) == "deepin-\nversion"  # 13 letters need 7 a line
+    for name in ["skeptical", "adaptive_misinformation", "a_very_long_attack_name"]:
+        lines = two_line_header(name, 6).split("\n")
+        assert len(lines) == 2 and "".join(lines).replace("-", "") == name.replace("-", "")
+        assert max(map(len, lines)) <= max(6, (len(name) + 2) // 2)

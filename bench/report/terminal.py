@@ -53,7 +53,10 @@ def _cell(text: str) -> str:
 
 
 def _header(text: str, width: int) -> str:
-    """``text`` wrapped between words to ``width`` (at least its longest word)."""
+    """``text`` wrapped between words to ``width`` (at least its longest word); a text already cut
+    into lines (:func:`two_line_header`) stays as it is."""
+    if "\n" in text:
+        return text
     return "\n".join(textwrap.wrap(text, max(width, 1), break_long_words=False, break_on_hyphens=False)) or text
 
 
@@ -63,8 +66,9 @@ def _table(header: list[str], rows: list[list[str]], columns: list[int], keys: i
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=not compact, padding=(0, 0) if compact else (0, 1))
     for i in columns:
         widest = max((len(line) for row in rows for line in row[i].splitlines()), default=1)
+        head = max(len(line) for line in header[i].splitlines() or [""])
         table.add_column(
-            _header(header[i], max(widest, min(len(header[i]), 16 if compact else 12))),
+            _header(header[i], max(widest, min(head, 16 if compact else 12))),
             justify="left" if i < keys or compact else "right",
             overflow="fold",
             no_wrap=False,
@@ -163,6 +167,7 @@ DROPS_LEGEND = (
 )
 
 
+HEADER_MIN_WIDTH = 6  # an attack's header is cut in two above this width only: "black-/box", not "blac-/kbox"
 NAME_WIDTH = 16  # a defense name longer than this is cut in two lines at an underscore in the drop matrix
 
 
@@ -173,6 +178,23 @@ def two_line_name(name: str) -> str:
         return name
     cut = name.rfind("_", 0, NAME_WIDTH)
     return name if cut <= 0 else f"{name[: cut + 1]}\n{name[cut + 1 :]}"
+
+
+def two_line_header(name: str, width: int) -> str:
+    """A column header at most ``width`` characters wide (its figures' width) where it can be, on two
+    lines: cut after an underscore (``fast_dfkd`` → ``fast_/dfkd``), else hyphenated as late as fits
+    (``blackbox`` → ``black-/box``; ``deepinversion`` → ``deepin-/version``, 7 wide, the least two
+    lines allow). Nine attack columns then fit 80 columns in one table, one line taller."""
+    if len(name) <= width or "\n" in name:
+        return name
+    width = max(width, (len(name) + 2) // 2)  # two lines of at most this many characters, hyphen included
+    cut = name.rfind("_", 0, width)
+    if cut > 0 and len(name) - cut - 1 <= width:
+        return f"{name[: cut + 1]}\n{name[cut + 1 :]}"
+    for k in range(min(width - 1, len(name) - 1), 0, -1):
+        if len(name) - k <= width:
+            return f"{name[:k]}-\n{name[k:]}"
+    return name
 
 
 def print_summary(
@@ -200,6 +222,10 @@ def print_summary(
     drops = drop_matrix_table(board)
     # a long defense name takes two lines (at an underscore) rather than push the attacks into parts
     drops = [drops[0], *([two_line_name(row[0]), *row[1:]] for row in drops[1:])]
+    # and a long attack name takes two lines in its header, no wider than its figures
+    figures = [max((len(row[i]) for row in drops[1:]), default=0) for i in range(len(drops[0]))]
+    figures = [max(w, HEADER_MIN_WIDTH) for w in figures]
+    drops[0] = [drops[0][0], *(two_line_header(a, w) for a, w in zip(drops[0][1:], figures[1:], strict=True))]
     for name, table in fitted_tables(
         f"{title}: drop (points) per attack", drops, keys=1, console=console, compact=True
     ):
