@@ -203,5 +203,7 @@ def test_the_whole_suite_runs_on_a_folder_of_images(tmp_path):
     # every attack runs; the data-free ones at a token budget (their budgets are tested on digits)
     args += ["attack.deepinversion.pool_size=256", "attack.deepinversion.steps=5", "attack.deepinversion.kd_epochs=2"]
     args += ["attack.dafl.epochs=1", "attack.dafl.iters_per_epoch=10"]
+    args += ["attack.fast_dfkd.epochs=1", "attack.fast_dfkd.warmup=1", "attack.fast_dfkd.kd_steps=2"]
+    args += ["attack.dfme.budget=3584", "attack.dfme.generator_width=8"]  # 2 iterations of 1,792 queries
     assert main(["run", "all", "dataset=folder", *args, "quiet=true", f"results_dir={results}"]) == 0
     assert "| normal |" in (results / "folder" / "leaderboard.md").read_text()

@@ -16,14 +16,16 @@ from kdbench.store.records import STATUS_NA, RecordStore
 # the digits matrix on the mlp, which has no BatchNorm: every attack but DeepInversion can run on it
 NO_BATCHNORM = ["teacher=mlp", "student=mlp", "defense=[normal,topk]"]
 QUICK = ["train.epochs=1", "attack.dafl.epochs=1", "attack.dafl.iters_per_epoch=5", "quiet=true", "workers=1"]
+QUICK += ["attack.dfme.budget=3584", "attack.dfme.generator_width=8"]  # two of DFME's iterations
 
 
 def test_an_attack_that_cannot_run_on_the_teacher_is_not_applicable_unless_chosen():
     plan = plan_from_config(compose_config(NO_BATCHNORM))
-    assert list(plan.not_applicable) == [("mlp", "deepinversion")]
+    assert list(plan.not_applicable) == [("mlp", "deepinversion"), ("mlp", "fast_dfkd")]
     assert "no BatchNorm layer" in plan.not_applicable["mlp", "deepinversion"]
-    assert {c.attack for c in plan.cells} == set(plan.attacks) - {"deepinversion"}
-    assert {c.attack for c, _ in plan.not_applicable_cells} == {"deepinversion"}
+    assert "no BatchNorm layer" in plan.not_applicable["mlp", "fast_dfkd"]
+    assert {c.attack for c in plan.cells} == set(plan.attacks) - {"deepinversion", "fast_dfkd"}
+    assert {c.attack for c, _ in plan.not_applicable_cells} == {"deepinversion", "fast_dfkd"}
     assert len(plan.cells) + len(plan.not_applicable_cells) == len(plan.selected_cells)
     with pytest.raises(ConfigError, match="no BatchNorm layer"):
         plan_from_config(compose_config([*NO_BATCHNORM, "attack=[kd,deepinversion]"]))
@@ -52,7 +54,12 @@ def test_the_run_records_n_a_cells_with_their_reason_and_ranks_on_the_rest(tmp_p
     printed = " ".join(capsys.readouterr().out.split())
     store = RecordStore(tmp_path / "digits")
     na = [r for r in store.all() if r.status == STATUS_NA]
-    assert sorted((r.defense, r.attack) for r in na) == [("normal", "deepinversion"), ("topk", "deepinversion")]
+    assert sorted((r.defense, r.attack) for r in na) == [
+        ("normal", "deepinversion"),
+        ("normal", "fast_dfkd"),
+        ("topk", "deepinversion"),
+        ("topk", "fast_dfkd"),
+    ]
     assert all("no BatchNorm layer" in r.reason for r in na)
     board = pd.read_csv(tmp_path / "digits" / "leaderboard.csv").set_index("defense")
     # n/a is not a missing result: both defenses are complete, ranked on the attacks that ran
@@ -60,9 +67,9 @@ def test_the_run_records_n_a_cells_with_their_reason_and_ranks_on_the_rest(tmp_p
     assert board.loc["normal", "deepinversion/mlp status"] == STATUS_NA
     markdown = (tmp_path / "digits" / "leaderboard.md").read_text()
     assert "n/a: attack deepinversion on mlp, not run: " in markdown and "no BatchNorm layer" in markdown
-    assert "n/a: deepinversion cannot run on teacher mlp" in printed
+    assert "n/a: deepinversion, fast_dfkd cannot run on teacher mlp" in printed
     drops = printed.split("drop (points) per attack")[1].split(" The smallest")[0]
-    assert "deepinversion" in drops and drops.count(" n/a ") == 2  # one per defense
+    assert "deepin-" in drops and drops.count(" n/a ") == 4  # two per defense (a long name takes two lines)
     files = {r.cell: store.path(r.cell).stat().st_mtime_ns for r in na}
 
     assert main(args) == 0  # again: nothing computed, the n/a records left as they are
