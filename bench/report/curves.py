@@ -69,7 +69,8 @@ def curves_markdown(frame: pd.DataFrame) -> list[str]:
         "",
         f"Queries the attacker needs for a student within {WITHIN_POINTS:g} point of the accuracy it reaches "
         "with all its queries, of all of them, and that accuracy (means over seeds; measured at 1/8, 1/4, "
-        "1/2 and all of them, from one query stream: `stealing_curves.csv`, `stealing_curves.png`). The "
+        "1/2 and all of them: from one query stream for an attack that trains on a fixed transfer set, off its "
+        "one run for one that learns as it queries; `stealing_curves.csv`, `stealing_curves.png`). The "
         "more it needs, the more the defense slows the attacker down.",
         "",
         "| " + " | ".join(header) + " |",
