@@ -191,10 +191,9 @@ def two_line_header(name: str, width: int) -> str:
     cut = name.rfind("_", 0, width)
     if cut > 0 and len(name) - cut - 1 <= width:
         return f"{name[: cut + 1]}\n{name[cut + 1 :]}"
-    for k in range(min(width - 1, len(name) - 1), 0, -1):
-        if len(name) - k <= width:
-            return f"{name[:k]}-\n{name[k:]}"
-    return name
+    # width ≥ (len + 2) // 2, so a cut after width − 1 letters leaves a second line of at most width
+    k = width - 1
+    return f"{name[:k]}-\n{name[k:]}"
 
 
 def print_summary(
