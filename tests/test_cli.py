@@ -52,7 +52,8 @@ def test_run_all_fills_the_matrix_and_writes_the_tables(tmp_path, tiny, capsys):
     )
     markdown = (folder / "leaderboard.md").read_text()
     assert (
-        "| rank | defense | teacher acc | Δ vs normal | owner cost: ECE % · KL · TV % | worst case → mlp "
+        "| rank | defense | teacher acc | Δ vs normal | owner cost: ECE % · KL · TV % | serving ms / 1k queries "
+        "| worst case → mlp "
         "| guaranteed drop | verdict |" in markdown
     )
     assert "| defense | teacher acc | kd → mlp |" in markdown
@@ -92,7 +93,8 @@ def test_same_seed_same_config_gives_identical_records(tmp_path):
     common = ["preset=tiny", "quiet=true", "defense=nasty"]
     assert run_bench("run", *common, f"results_dir={tmp_path / 'a'}") == 0
     assert run_bench("run", *common, f"results_dir={tmp_path / 'b'}") == 0
-    a, b = (pd.read_csv(tmp_path / d / "synthetic" / "records.csv").drop(columns=["wall_s"]) for d in "ab")
+    timings = ["wall_s", "serving_ms_per_1k"]
+    a, b = (pd.read_csv(tmp_path / d / "synthetic" / "records.csv").drop(columns=timings) for d in "ab")
     pd.testing.assert_frame_equal(a, b)
 
 

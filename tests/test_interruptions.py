@@ -46,6 +46,7 @@ def records_of(folder: Path) -> dict[str, dict]:
     for path in sorted((folder / "records").glob("*.json")):
         record = json.loads(path.read_text())
         record.pop("wall_s")
+        record["details"].pop("serving_ms_per_1k", None)  # a timing too
         record["details"].pop("command", None)  # provenance: the command line names its results_dir
         records[path.name] = record
     return records

@@ -88,6 +88,7 @@ def records_of(results: Path) -> dict[str, dict]:
     for path in sorted((results / "synthetic" / "records").glob("*.json")):
         record = json.loads(path.read_text())
         record.pop("wall_s")
+        record["details"].pop("serving_ms_per_1k", None)  # a timing too
         record["details"].pop("command", None)  # names the results folder (a job records none)
         found[path.name] = record
     return found

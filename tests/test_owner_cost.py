@@ -1,13 +1,20 @@
 """The owner's cost of a defense: calibration error, KL and total variation, on hand-computed inputs."""
 
 import math
+import time
 
 import pytest
 import torch
 
 from kdbench.data.catalogue import load_dataset
 from kdbench.data.images import DatasetConfig
-from kdbench.serving.owner_cost import expected_calibration_error, kl_divergence_rows, owner_cost, total_variation_rows
+from kdbench.serving.owner_cost import (
+    expected_calibration_error,
+    kl_divergence_rows,
+    owner_cost,
+    serving_ms_per_1k,
+    total_variation_rows,
+)
 from kdbench.serving.teacher import Teacher
 
 LN3 = math.log(3.0)
@@ -50,3 +57,15 @@ def test_an_unperturbed_teacher_costs_nothing_but_its_own_calibration():
     assert uniform["kl_nats"] > 0 and uniform["tv_pct"] > 0
     _, y = next(data.batches(data.test, 1024))  # a uniform row predicts class 0 with confidence 1/4
     assert uniform["ece_pct"] == pytest.approx(100 * abs((y == 0).float().mean().item() - 0.25), abs=1e-6)
+
+
+def test_serving_time_counts_the_defenses_perturbation():
+    data = load_dataset(DatasetConfig(name="synthetic", shape=[1, 8, 8], test_size=100))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    def slow_perturbation(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.01)  # one pass over the 100 test inputs: at least 10 ms, so at least 100 ms per 1,000
+        return logits
+
+    assert serving_ms_per_1k(Teacher(model, perturb=slow_perturbation), data) >= 100.0
+    assert serving_ms_per_1k(Teacher(model), data) > 0

@@ -9,6 +9,8 @@ The expected figures were computed by hand from the records below (baselines 90 
 - worst case (smallest drop): normal −1.00 (kd), nasty +5.00 (bb), so nasty ranks first; both
   worst cases are marked incomplete (a failed or diverged cell was left out), so both ranks carry
   † and neither verdict can say "protects";
+- serving: normal's four finished cells timed 2, 4, 3 and 3 ms per 1,000 queries: 3; nasty's
+  records have no timing (written before it was measured): "–";
 - findings: nasty kd drop 9 ± 1.41 over 2 seeds, interval 9 ± 2·1.0 = [7, 11] > 0: a drop; normal
   bb 3 ± 1.41 → [1, 5]: a drop; normal kd −1 ± 0: none.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from kdbench.report.files import write_reports
-from kdbench.store.records import Record, RecordStore
+from kdbench.store.records import CellDetails, Record, RecordStore
 
 SETTINGS = {"dataset": "toy", "preset": "default", "seeds": 2}
 
@@ -26,7 +28,7 @@ SETTINGS = {"dataset": "toy", "preset": "default", "seeds": 2}
 def write_records(folder: Path) -> None:
     store = RecordStore(folder)
 
-    def record(defense, attack, seed, teacher_acc, student_acc, status="ok", reason=""):
+    def record(defense, attack, seed, teacher_acc, student_acc, status="ok", reason="", serving_ms=None):
         baseline = {0: 90.0, 1: 92.0}[seed]
         drop = None if student_acc is None else baseline - student_acc
         store.put(
@@ -45,12 +47,13 @@ def write_records(folder: Path) -> None:
                 wall_s=1.0,
                 key=f"k-{defense}-{attack}-{seed}",
                 reason=reason,
+                details=CellDetails(serving_ms_per_1k=serving_ms),
             )
         )
 
     for seed, teacher_acc in ((0, 98.0), (1, 96.0)):
-        record("normal", "kd", seed, teacher_acc, {0: 91.0, 1: 93.0}[seed])
-        record("normal", "bb", seed, teacher_acc, 88.0)
+        record("normal", "kd", seed, teacher_acc, {0: 91.0, 1: 93.0}[seed], serving_ms={0: 2.0, 1: 4.0}[seed])
+        record("normal", "bb", seed, teacher_acc, 88.0, serving_ms=3.0)
         record("normal", "dafl", seed, teacher_acc, None, "failed", "teacher has no BatchNorm layer")
     record("nasty", "kd", 0, 95.0, 80.0)
     record("nasty", "kd", 1, 95.0, 84.0)

@@ -29,6 +29,7 @@ def records_of(results: Path) -> dict[str, dict]:
     for path in sorted(results.glob(RECORDS)):
         record = json.loads(path.read_text())
         record.pop("wall_s")
+        record["details"].pop("serving_ms_per_1k", None)  # a timing too
         record["details"].pop("command")  # names the results folder and the worker count
         found[path.name] = record
     return found

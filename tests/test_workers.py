@@ -35,6 +35,7 @@ def records_of(folder: Path) -> dict[str, dict]:
     for path in sorted((folder / "synthetic" / "records").glob("*.json")):
         record = json.loads(path.read_text())
         record.pop("wall_s")
+        record["details"].pop("serving_ms_per_1k", None)  # a timing too
         record["details"].pop("command", None)  # provenance: the command line names the worker count
         records[path.name] = record
     return records

@@ -28,7 +28,7 @@ from kdbench.errors import BenchError, CannotWrite, OptionError, options_of
 from kdbench.matrix.pending import PendingCell, cell_title, computations, is_current, outcome, take_over
 from kdbench.models import create_model
 from kdbench.progress import TAKEN_OVER, Progress, cell_kind, network_kind
-from kdbench.serving.owner_cost import owner_cost
+from kdbench.serving.owner_cost import owner_cost, serving_ms_per_1k
 from kdbench.serving.teacher import Access, Teacher, TeacherAPI
 from kdbench.serving.threat_model import attacker_inputs
 from kdbench.store.answer_memo import CachedAnswers
@@ -63,6 +63,7 @@ class BuiltTeacher(NamedTuple):
     teacher: Teacher
     accuracy: float  # test top-1 of the served function, percent
     owner_cost: dict[str, float]
+    serving_ms_per_1k: float
     weights: dict[str, str]  # checkpoint file name → content digest
     files: dict[str, dict[str, Any]]  # weight files from outside the cache: option → path, sha256
 
@@ -184,6 +185,7 @@ class Runner:
                     built,
                     ctx.trainer.accuracy(built.serve, self.data),
                     owner_cost(built, self.data),
+                    serving_ms_per_1k(built, self.data),
                     dict(ctx.weights),
                     dict(ctx.files),
                 )
@@ -275,6 +277,7 @@ class Runner:
         try:
             built = self.teacher(cell.teacher, cell.defense, cell.seed)
             fields["teacher_acc"], details.owner_cost = built.accuracy, built.owner_cost
+            details.serving_ms_per_1k = round(built.serving_ms_per_1k, 3)
             fields["baseline_acc"], baseline_weights = self.baseline(cell.student_arch, cell.seed)
             # the checkpoints this result came from: a record whose files were replaced is stale
             details.weights = {**built.weights, **baseline_weights}

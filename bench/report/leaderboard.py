@@ -58,7 +58,13 @@ INCOMPLETE_MARK = "†"
 OWNER_COST_KEYS = ["ece_pct", "kl_nats", "tv_pct"]
 
 
-EXTRA_COLUMNS = [*(f"owner_{key}" for key in OWNER_COST_KEYS), "queries", "teacher_weights", "teacher_sha256"]
+EXTRA_COLUMNS = [
+    *(f"owner_{key}" for key in OWNER_COST_KEYS),
+    "serving_ms_per_1k",
+    "queries",
+    "teacher_weights",
+    "teacher_sha256",
+]
 
 
 def _extra_columns(record: Record) -> dict[str, Any]:
@@ -66,6 +72,7 @@ def _extra_columns(record: Record) -> dict[str, Any]:
     owned = owned_file(record) or {}
     return {
         **{f"owner_{key}": cost.get(key) for key in OWNER_COST_KEYS},
+        "serving_ms_per_1k": record.details.serving_ms_per_1k,
         "queries": record.details.queries,
         "teacher_weights": owned.get("path"),
         "teacher_sha256": owned.get("sha256"),
@@ -384,7 +391,11 @@ def shown_status(status: str) -> str:
 def _owner_cost(cells: pd.DataFrame) -> dict[str, float]:
     """A defense's owner-cost measurements, averaged over seeds (one teacher per seed)."""
     per_seed = cells.drop_duplicates(["seed"])
-    return {f"owner_{key}": pd.to_numeric(per_seed[f"owner_{key}"]).mean() for key in OWNER_COST_KEYS}
+    cost = {f"owner_{key}": pd.to_numeric(per_seed[f"owner_{key}"]).mean() for key in OWNER_COST_KEYS}
+    # a timing, measured once per teacher in every process that served it: the mean of all that did
+    # (records written before it was measured have none)
+    cost["serving_ms_per_1k"] = pd.to_numeric(cells.serving_ms_per_1k).mean()
+    return cost
 
 
 def row_labels(board: pd.DataFrame) -> list[str]:

@@ -23,6 +23,7 @@ from kdbench.report.paper import paper_note
 from kdbench.store.records import STATUS_OK
 
 OWNER_COST_HEADER = "owner cost: ECE % · KL · TV %"
+SERVING_HEADER = "serving ms / 1k queries"
 
 
 def _owner_cost_text(row: pd.Series) -> str:
@@ -31,6 +32,12 @@ def _owner_cost_text(row: pd.Series) -> str:
         return "–"
     ece, kl, tv = values
     return f"{ece:.1f} · {'∞' if kl == float('inf') else f'{kl:.2f}'} · {tv:.1f}"
+
+
+def _serving_text(ms: Any) -> str:
+    if ms is None or pd.isna(ms):
+        return "–"
+    return f"{ms:.3g}" if ms < 100 else f"{ms:,.0f}"
 
 
 def _value(mean: Any, std: Any = float("nan"), *, signed: bool = False) -> str:
@@ -49,6 +56,7 @@ def ranking_table(board: pd.DataFrame) -> list[list[str]]:
         "teacher acc",
         "Δ vs normal",
         OWNER_COST_HEADER,
+        SERVING_HEADER,
         *[f"worst case → {s}" for s in students],
         "guaranteed drop",
         "verdict",
@@ -72,6 +80,7 @@ def ranking_table(board: pd.DataFrame) -> list[list[str]]:
                 _value(row["teacher_acc"], row["teacher_acc_std"]),
                 _value(row["delta_vs_normal"], signed=True),
                 _owner_cost_text(row),
+                _serving_text(row.get("serving_ms_per_1k")),
                 *worst,
                 guaranteed,
                 str(row["verdict"]),
@@ -237,7 +246,10 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any], curves: 
         "",
         "Owner cost: what the served probabilities cost legitimate users, on the test split: their "
         "expected calibration error (%), and their mean KL(clean ‖ served) (nats; ∞ where the served "
-        "probability of a class is 0) and total variation (%) from the network's own softmax.",
+        "probability of a class is 0) and total variation (%) from the network's own softmax. "
+        "Serving: milliseconds the defended teacher takes to answer 1,000 queries (1,024 at a time), "
+        "on the machines and threads that ran the cells: compare rows, not machines; – where the "
+        "records predate the measurement.",
         "",
         *_markdown(ranking_table(board)),
     ]

@@ -9,18 +9,26 @@ believes. Three numbers per teacher:
   (infinite where the served distribution gives probability 0 to a class the network does not,
   as a top-k teacher does: a user scoring outcomes with it can pay an unbounded log-loss);
 - ``tv_pct``: mean total variation ½‖clean − served‖₁, percent (bounded, so always comparable).
+
+And what serving costs the owner's machine: :func:`serving_ms_per_1k`, the wall time of answering
+1,000 queries (the network and the defense's perturbation, MAD's surrogate and its Jacobian
+included). It is a timing, so a property of the machine and its threads as much as of the defense:
+compare it between rows of one run, never across machines.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from kdbench.data.images import ImageData
-from kdbench.serving.teacher import Teacher
+from kdbench.serving.teacher import ASK_CHUNK, Teacher
 
 ECE_BINS = 15
+SERVING_MIN_S = 0.3  # time at least this long, so a small test split is not timed once, below the clock's noise
 
 
 def expected_calibration_error(probs: Tensor, labels: Tensor, bins: int = ECE_BINS) -> float:
@@ -68,3 +76,20 @@ def owner_cost(teacher: Teacher, data: ImageData) -> dict[str, float]:
         "kl_nats": float(kl_divergence_rows(clean_logits, served_logits).mean()),
         "tv_pct": 100.0 * float(total_variation_rows(clean_logits, served_logits).mean()),
     }
+
+
+@torch.inference_mode()
+def serving_ms_per_1k(teacher: Teacher, data: ImageData) -> float:
+    """Milliseconds the teacher takes to answer 1,000 queries: the test split served as the API serves
+    a pool, ``ASK_CHUNK`` at a time, repeated until ``SERVING_MIN_S`` have passed (after one untimed
+    warm-up chunk)."""
+    batches = [x for x, _ in data.batches(data.test, ASK_CHUNK)]
+    teacher.serve(batches[0])  # allocations and lazy initialisation are not serving
+    answered, start = 0, time.perf_counter()
+    while True:
+        for x in batches:
+            teacher.serve(x)
+            answered += len(x)
+        elapsed = time.perf_counter() - start
+        if elapsed >= SERVING_MIN_S:
+            return 1000.0 * elapsed / answered * 1000.0

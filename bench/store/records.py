@@ -32,6 +32,9 @@ class CellDetails:
     code: dict[str, dict[str, Any]] = field(default_factory=dict)  # "defense"/"attack" → package, version, source
     # the defense's cost to legitimate users: ECE (%), KL (nats) and TV (%) of the served probabilities
     owner_cost: dict[str, float] = field(default_factory=dict)
+    # milliseconds the defended teacher took to answer 1,000 queries, on the machine and threads that
+    # ran the cell (kdbench.serving.owner_cost.serving_ms_per_1k): a timing, comparable within a run
+    serving_ms_per_1k: float | None = None
     queries: int | None = None  # inputs the attack asked the teacher (None: white box, or not run)
     # queries → the student's test accuracy had the attacker stopped there (query-budgeted attacks)
     stealing_curve: dict[str, float] = field(default_factory=dict)
