@@ -157,6 +157,23 @@ def test_surrogate_images_are_converted_to_the_teachers_input_format(data):
     assert int(pool.max()) > 200
 
 
+def test_the_default_matrix_queries_photographs_as_its_out_of_distribution_set():
+    plan = plan_from_config(compose_config([]))
+    ood = plan.attacks["blackbox_ood"]
+    assert (ood.source, ood.surrogate, ood.surrogate_root) == ("surrogate", "photos", None)
+    assert plan.attack_plugin("blackbox_ood") == "blackbox"
+
+
+def test_photograph_patches_become_digit_sized_queries_different_from_every_digit(data):
+    attack = BlackboxKD(BlackboxConfig(source="surrogate", surrogate="photos"))
+    pool = attack.query_pool(attack_context(data, attack.data_access))
+    assert pool.shape == (4096, *data.input_shape) and pool.dtype == torch.uint8  # every patch, once
+    assert len(torch.unique(pool.flatten(1), dim=0)) == 4096
+    # natural images: smooth, mostly mid-grey, where a digit is black with a few bright strokes
+    digits_x = data.train.x.float()
+    assert (pool.float() == 0).float().mean() < 0.5 * (digits_x == 0).float().mean()
+
+
 def test_noise_queries_span_the_pixel_range_and_depend_only_on_the_seed(data):
     attack = BlackboxKD(BlackboxConfig(source="noise", budget=500))
     a, b = (attack.query_pool(attack_context(data, attack.data_access)) for _ in range(2))

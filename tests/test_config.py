@@ -37,9 +37,10 @@ def test_defaults_are_the_digits_matrix():
         "fast_dfkd",
         "dfme",
         "kd_t20",
+        "blackbox_ood",
     ]
     assert p.seeds == [0]
-    assert len(p.cells) == 8 * 9 * 2
+    assert len(p.cells) == 8 * 10 * 2
     assert p.defenses["nasty"].tau == 4.0 and p.defenses["nasty"].omega == pytest.approx(0.04)
 
 
@@ -55,7 +56,7 @@ def test_plugin_options_and_seeds_are_overridable():
     assert p.defenses["nasty"].tau == 8.0
     assert p.attacks["kd"].alpha == 0.5
     assert p.seeds == [0, 1, 2]
-    assert len(p.cells) == 8 * 9 * 1 * 3
+    assert len(p.cells) == 8 * 10 * 1 * 3
 
 
 def test_a_dataset_tunes_a_plugin_without_selecting_it():

@@ -69,6 +69,17 @@ def test_synthetic_data_has_the_asked_shape_and_classes():
     assert sorted(set(data.train.y.tolist())) == list(range(7))
 
 
+def test_photos_are_fixed_patches_of_the_two_bundled_photographs_from_disjoint_strips():
+    a, b = (load_dataset(DatasetConfig(name="photos")) for _ in range(2))
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.x, b.test.x)  # no randomness left
+    assert a.train.x.shape == (4096, 3, 32, 32) and a.test.x.shape == (1024, 3, 32, 32)
+    assert a.num_classes == 2 and a.train.y.bincount().tolist() == [2048, 2048]
+    assert a.test.y.bincount().tolist() == [512, 512]
+    # no test patch repeats a training one: they come from separate strips of each photograph
+    train_rows = {tuple(row) for row in a.train.x.flatten(1).tolist()}
+    assert not any(tuple(row) in train_rows for row in a.test.x.flatten(1).tolist())
+
+
 def test_synthetic_rejects_impossible_shapes():
     with pytest.raises(ConfigError, match=r"dataset.shape must be \[channels, height, width\]"):
         load_dataset(DatasetConfig(name="synthetic", shape=[32, 32]))

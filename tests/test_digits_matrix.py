@@ -52,7 +52,8 @@ def all_records() -> pd.DataFrame:
 def test_the_reference_is_what_the_current_configuration_and_code_compute(reference_plan):
     before = {p.name: p.stat().st_mtime_ns for p in (REFERENCE / "digits").rglob("*")}
     stale = [cell.name for cell, _ in pending_cells(reference_plan, RecordStore(reference_plan.dataset_dir))]
-    assert len(reference_plan.cells) == 8 * 9 * 2 * 3  # defenses × attacks (kd_t20 too) × students × seeds
+    # defenses × attacks (kd_t20 and blackbox_ood too) × students × seeds
+    assert len(reference_plan.cells) == 8 * 10 * 2 * 3
     assert stale == [], f"{len(stale)} reference cells are stale, e.g. {stale[:3]}: regenerate it (README)"
     assert {p.name: p.stat().st_mtime_ns for p in (REFERENCE / "digits").rglob("*")} == before  # read only
 
@@ -116,6 +117,22 @@ def test_every_black_box_cell_of_the_reference_has_its_stealing_curve():
         curve = r.details.stealing_curve
         assert sorted(int(q) for q in curve) == [180, 359, 718, 1437], r.cell  # 1/8, 1/4, 1/2, all
         assert curve["1437"] == r.student_acc
+
+
+def test_photographs_steal_little_and_adaptive_misinformation_turns_them_below_chance(all_records):
+    """The out-of-distribution column: queries of photographs, not digits, are a weak transfer set,
+    and AM, built against them, answers them with misinformation its students learn."""
+    ood = all_records[all_records.attack == "blackbox_ood"]
+    assert len(ood) == 8 * 2 * 3
+    acc = ood.groupby(["student", "defense"]).student_acc.mean().unstack()
+    normal = normal_means(all_records)
+    assert (acc["normal"] < normal["blackbox"] - 50).all(), acc["normal"].to_dict()  # far below in-distribution
+    assert (acc["adaptive_misinformation"] < 10.0).all(), acc["adaptive_misinformation"].to_dict()  # chance: 10
+    assert (acc["adaptive_misinformation"] < acc["normal"] - 5).all()
+    for r in RecordStore(REFERENCE / "digits").all():
+        if r.attack == "blackbox_ood":
+            assert r.details.queries == 4096 and sorted(map(int, r.details.stealing_curve)) == [512, 1024, 2048, 4096]
+            assert r.details.serving_ms_per_1k is not None and r.details.serving_ms_per_1k > 0
 
 
 def test_every_dfme_cell_of_the_reference_has_its_stealing_curve_from_the_one_run():

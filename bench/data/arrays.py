@@ -1,5 +1,5 @@
-"""The datasets that come as arrays: sklearn's bundled digits and class-conditional synthetic noise.
-Importing this module registers them (CIFAR: :mod:`kdbench.data.cifar`)."""
+"""The datasets that need no files: sklearn's bundled digits, patches of its two bundled photographs and
+class-conditional synthetic noise. Importing this module registers them (CIFAR: :mod:`kdbench.data.cifar`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,52 @@ def load_digits(cfg: DatasetConfig) -> ImageData:
     mean, std = channel_stats(train.x, 16.0)
     # Flips and shifts turn digits into other digits (or into nothing at 8×8): no augmentation.
     return ImageData("digits", train, test, 10, mean, std, pixel_max=16.0, augment=False)
+
+
+PHOTO_PATCH_SIDE = 32
+PHOTO_TRAIN_PER_PHOTO, PHOTO_TEST_PER_PHOTO = 2048, 512
+PHOTO_TEST_STRIP = 0.25  # the right quarter of each photograph gives the test patches, the rest the training ones
+PHOTO_CROP_SIDES = (16, 128)  # a patch's side in the photograph, in pixels, before it is resized
+
+
+@register_dataset("photos")
+def load_photos(cfg: DatasetConfig) -> ImageData:
+    """Square patches of the two photographs bundled with scikit-learn (a temple, a flower), 32×32 RGB.
+
+    Natural images from outside every task's distribution, always at hand: the out-of-distribution
+    query set of a black-box attacker (``attack.blackbox.source=surrogate surrogate=photos``), as
+    Knockoff Nets and adaptive misinformation's attacker query natural images of another kind. The
+    label says which photograph a patch comes from; training and test patches come from disjoint
+    strips, so the two-class task is a real one. Fixed: 4,096 training and 1,024 test patches, each
+    a random square of 16 to 128 pixels resized (antialiased) to 32×32, drawn with seed 0.
+    """
+    from sklearn.datasets import load_sample_images
+
+    photos = [torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in load_sample_images().images]
+    gen = torch.Generator().manual_seed(0)
+
+    def patches(per_photo: int, test: bool) -> Split:
+        xs, ys = [], []
+        for label, photo in enumerate(photos):
+            height, width = photo.shape[1:]
+            split_at = int(width * (1 - PHOTO_TEST_STRIP))
+            left, right = (split_at, width) if test else (0, split_at)
+            for _ in range(per_photo):
+                side = int(torch.randint(PHOTO_CROP_SIDES[0], PHOTO_CROP_SIDES[1] + 1, (1,), generator=gen))
+                top = int(torch.randint(0, height - side + 1, (1,), generator=gen))
+                x0 = int(torch.randint(left, right - side + 1, (1,), generator=gen))
+                crop = photo[None, :, top : top + side, x0 : x0 + side].float()
+                size = (PHOTO_PATCH_SIDE, PHOTO_PATCH_SIDE)
+                xs.append(torch.nn.functional.interpolate(crop, size=size, mode="bilinear", antialias=True))
+                ys.append(label)
+        x = torch.cat(xs).round().clamp(0, 255).to(torch.uint8)
+        order = torch.randperm(len(ys), generator=gen)
+        return Split(x[order], torch.tensor(ys, dtype=torch.int64)[order])
+
+    train = patches(PHOTO_TRAIN_PER_PHOTO, test=False)
+    test = patches(PHOTO_TEST_PER_PHOTO, test=True)
+    mean, std = channel_stats(train.x, 255.0)
+    return ImageData("photos", train, test, len(photos), mean, std, 255.0, augment=cfg.augment)
 
 
 @register_dataset("synthetic")

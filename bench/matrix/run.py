@@ -232,11 +232,13 @@ def run_command(
             notes.append(
                 f"n/a: {', '.join(cannot)} cannot run on teacher {teacher} (the reasons: leaderboard.md, records.csv)."
             )
-    notes.append(f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {duration(elapsed)}.")
-    if plan.reference_dir is not None:
-        comparison = compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.reference_name)
-        if comparison is not None:
-            notes.append(comparison.summary())
+    took = f"{len(done)} cell(s) computed, {len(plan.cells) - len(done)} reused, in {duration(elapsed)}."
+    comparison = (
+        None
+        if plan.reference_dir is None
+        else compare_with_reference(plan.dataset_dir, plan.reference_dir / plan.reference_name)
+    )
+    notes.append(took if comparison is None else f"{took} {comparison.summary()}")  # one paragraph: a line less
     console.print()
     print_summary(board, console, f"kdbench: {plan.dataset.name}", plan.dataset_dir, notes)
     return plan, done

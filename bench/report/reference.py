@@ -57,7 +57,7 @@ class Comparison:
             return f"Reference: no cell of this run is in {where}; nothing compared."
         n = len(self.differences)
         identical = sum(abs(d.delta) < 1e-9 for d in self.differences)
-        same = f"{identical} identical, {self.same_configuration} with the same configuration and code"
+        same = f"{identical} identical, {self.same_configuration} of the same configuration and code"
         judged = [d for d in self.differences if d.within is not None]
         largest = max(self.differences, key=lambda d: abs(d.delta))
         if not judged:
@@ -66,9 +66,14 @@ class Comparison:
                 f"{largest.delta:+.2f} points ({largest.cell}); the reference has one seed per cell, so no "
                 "spread to judge that by."
             )
+        if identical == n:  # stronger than "within its seed spread"
+            code = "" if self.same_configuration == n else f"{self.same_configuration} "
+            return (
+                f"Reference: all {n} cell(s) identical to {self.reference}, {code}of the same configuration and code."
+            )
         if not self.outside:
             return (
-                f"Reference: matches {where} within its seed spread ({n} cell(s) compared, {same}; largest "
+                f"Reference: matches {self.reference} within its seed spread ({n} cell(s), {same}; largest "
                 f"difference {largest.delta:+.2f} points)."
             )
         first = max(self.outside, key=lambda d: abs(d.delta))

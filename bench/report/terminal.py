@@ -168,31 +168,43 @@ DROPS_LEGEND = (
 
 
 HEADER_MIN_WIDTH = 6  # an attack's header is cut in two above this width only: "black-/box", not "blac-/kbox"
-NAME_WIDTH = 16  # a defense name longer than this is cut in two lines at an underscore in the drop matrix
+NAME_MIN_WIDTH = 8  # the drop matrix's defense column is never narrower: "reverse_/sigmoid" still reads
 
 
-def two_line_name(name: str) -> str:
-    """``adaptive_misinformation`` → ``adaptive_\nmisinformation``: at the last underscore that
-    leaves a first line of at most :data:`NAME_WIDTH` characters (a name without one stays whole)."""
-    if len(name) <= NAME_WIDTH or "\n" in name:
+def wrapped_name(name: str, width: int) -> str:
+    """``name`` on lines of at most ``width`` characters: cut after underscores, a part longer than
+    ``width`` hyphenated (``adaptive_misinformation`` at 9 → ``adaptive_``, ``misinfor-``, ``mation``)."""
+    if len(name) <= width or "\n" in name:
         return name
-    cut = name.rfind("_", 0, NAME_WIDTH)
-    return name if cut <= 0 else f"{name[: cut + 1]}\n{name[cut + 1 :]}"
+    lines: list[str] = []
+    for part in name.replace("_", "_\n").split("\n"):
+        if lines and len(lines[-1]) + len(part) <= width:
+            lines[-1] += part  # short parts share a line: "kd_t20" stays whole
+            continue
+        while len(part) > width:
+            lines.append(part[: width - 1] + "-")
+            part = part[width - 1 :]
+        lines.append(part)
+    return "\n".join(line for line in lines if line)
 
 
 def two_line_header(name: str, width: int) -> str:
     """A column header at most ``width`` characters wide (its figures' width) where it can be, on two
-    lines: cut after an underscore (``fast_dfkd`` → ``fast_/dfkd``), else hyphenated as late as fits
-    (``blackbox`` → ``black-/box``; ``deepinversion`` → ``deepin-/version``, 7 wide, the least two
-    lines allow). Nine attack columns then fit 80 columns in one table, one line taller."""
+    lines: cut after an underscore (``fast_dfkd`` → ``fast_/dfkd``), else hyphenated, between two
+    consonants where it can be (``blackbox`` → ``black-/box``, ``skeptical`` → ``skep-/tical``), as late as
+    fits (``deepinversion`` → ``deepin-/version``, 7 wide, the least two lines allow). Ten attack
+    columns then fit 80 columns in one table, one line taller."""
     if len(name) <= width or "\n" in name:
         return name
     width = max(width, (len(name) + 2) // 2)  # two lines of at most this many characters, hyphen included
     cut = name.rfind("_", 0, width)
     if cut > 0 and len(name) - cut - 1 <= width:
         return f"{name[: cut + 1]}\n{name[cut + 1 :]}"
-    # width ≥ (len + 2) // 2, so a cut after width − 1 letters leaves a second line of at most width
-    k = width - 1
+    # k letters on the first line (and a hyphen), len − k on the second: every k here fits
+    # (width ≥ (len + 2) // 2 makes the range non-empty)
+    fits = range(len(name) - width, width)
+    between_consonants = [k for k in fits if not ({name[k - 1], name[k]} & set("aeiouy_"))]
+    k = max(between_consonants or fits)
     return f"{name[:k]}-\n{name[k:]}"
 
 
@@ -219,12 +231,17 @@ def print_summary(
     if attack_set_note(board):
         say(attack_set_note(board))
     drops = drop_matrix_table(board)
-    # a long defense name takes two lines (at an underscore) rather than push the attacks into parts
-    drops = [drops[0], *([two_line_name(row[0]), *row[1:]] for row in drops[1:])]
-    # and a long attack name takes two lines in its header, no wider than its figures
+    # a long attack name takes two lines in its header, no wider than its figures
     figures = [max((len(row[i]) for row in drops[1:]), default=0) for i in range(len(drops[0]))]
-    figures = [max(w, HEADER_MIN_WIDTH) for w in figures]
-    drops[0] = [drops[0][0], *(two_line_header(a, w) for a, w in zip(drops[0][1:], figures[1:], strict=True))]
+    drops[0] = [
+        drops[0][0],
+        *(two_line_header(a, max(w, HEADER_MIN_WIDTH)) for a, w in zip(drops[0][1:], figures[1:], strict=True)),
+    ]
+    # and a long defense name takes the lines it needs to leave the attacks the width of one table
+    # (columns are one space apart), rather than push them into parts
+    attacks = [max(max(map(len, h.split("\n"))), w) for h, w in zip(drops[0][1:], figures[1:], strict=True)]
+    name_width = max(console.width - sum(attacks) - len(attacks), NAME_MIN_WIDTH)
+    drops = [drops[0], *([wrapped_name(row[0], name_width), *row[1:]] for row in drops[1:])]
     for name, table in fitted_tables(
         f"{title}: drop (points) per attack", drops, keys=1, console=console, compact=True
     ):
@@ -237,6 +254,6 @@ def print_summary(
     if folder is not None:
         curves = ", stealing_curves.csv and .png" if (folder / "stealing_curves.csv").exists() else ""
         say(
-            f"Files in {folder}/: leaderboard.md (every student and column; `bench report --full`), "
+            f"Files in {folder}/: leaderboard.md (`bench report --full`), "
             f"leaderboard.csv, records.csv, tradeoff.png, matrix.png{curves}"
         )
