@@ -3,7 +3,9 @@ curves of the query-budgeted attacks."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,26 +93,34 @@ def plot_matrix(board: pd.DataFrame, path: Path, title: str) -> None:
 
 def plot_stealing_curves(curves: pd.DataFrame, path: Path, title: str) -> None:
     """The student's accuracy against the attacker's queries (log scale), one line per defense (mean
-    over seeds), one panel per attack → student."""
-    pairs = sorted({(a, s) for a, s in zip(curves.attack, curves.student, strict=True)})
-    fig = Figure(figsize=(4.2 * len(pairs), 3.6))
-    axes = fig.subplots(1, len(pairs), squeeze=False)[0]
-    for ax, (attack, student) in zip(axes, pairs, strict=True):
+    over seeds): a row of panels per attack, a column per student, one legend for all."""
+    attacks, students = sorted(set(curves.attack)), sorted(set(curves.student))
+    fig = Figure(figsize=(4.2 * len(students) + 1.8, 3.2 * len(attacks)), layout="constrained")
+    axes = fig.subplots(len(attacks), len(students), squeeze=False)
+    several = curves.teacher.nunique() > 1
+    # a defense keeps its colour and marker in every panel, whichever defenses a panel lacks
+    order = {key: n for n, key in enumerate(sorted(set(zip(curves.teacher, curves.defense, strict=True))))}
+    for (row, attack), (col, student) in itertools.product(enumerate(attacks), enumerate(students)):
+        ax = axes[row][col]
         mine = curves[(curves.attack == attack) & (curves.student == student)]
-        for n, ((teacher, defense), line) in enumerate(mine.groupby(["teacher", "defense"], sort=True)):
+        if mine.empty:
+            ax.set_visible(False)
+            continue
+        for (teacher, defense), line in mine.groupby(["teacher", "defense"], sort=True):
+            n = order[(teacher, defense)]
             mean = line.groupby("queries").student_acc.mean()
-            several = curves.teacher.nunique() > 1
-            ax.plot(
-                mean.index,
-                mean.values,
-                marker=MARKERS[n % len(MARKERS)],
-                label=f"{teacher} {defense}" if several else defense,
-            )
+            label = f"{teacher} {defense}" if several else defense
+            ax.plot(mean.index, mean.values, color=f"C{n % 10}", marker=MARKERS[n % len(MARKERS)], label=label)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("queries")
         ax.set_ylabel("student test accuracy (%)")
         ax.set_title(f"{attack} → {student}", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=8, loc="lower right")
+    # one legend outside the data, each defense once
+    legend: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend.keys()), fontsize=8, loc="outside right upper")
     fig.suptitle(f"{title}: stealing curves (mean over seeds)", fontsize=10)
     _save(fig, path)
