@@ -55,10 +55,15 @@ def test_records_count_the_queries_each_attack_made(records):
 
 def test_the_leaderboard_shows_the_owner_cost_and_the_blackbox_column(results):
     markdown = (results / "leaderboard.md").read_text()
-    ranking = "| rank | defense | teacher acc | Δ vs normal | owner cost: ECE % · KL · TV % | worst case → mlp |"
+    ranking = (
+        "| rank | defense | teacher acc | Δ vs normal | owner cost: ECE % · KL · TV % | serving ms / 1k queries "
+        "| worst case → mlp |"
+    )
     assert ranking in markdown
     assert "| defense | teacher acc | blackbox → mlp | kd → mlp |" in markdown
     topk_row = next(line for line in markdown.splitlines() if "| topk |" in line and " · " in line)
     assert " · ∞ · " in topk_row
     board = pd.read_csv(results / "leaderboard.csv")
     assert {"owner_ece_pct", "owner_kl_nats", "owner_tv_pct"} <= set(board.columns)
+    defended = board[board.teacher.notna()]
+    assert len(defended) and (defended.serving_ms_per_1k > 0).all()  # every teacher of this run was timed
