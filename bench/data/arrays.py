@@ -3,6 +3,8 @@ class-conditional synthetic noise. Importing this module registers them (CIFAR: 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -35,17 +37,10 @@ PHOTO_TEST_STRIP = 0.25  # the right quarter of each photograph gives the test p
 PHOTO_CROP_SIDES = (16, 128)  # a patch's side in the photograph, in pixels, before it is resized
 
 
-@register_dataset("photos")
-def load_photos(cfg: DatasetConfig) -> ImageData:
-    """Square patches of the two photographs bundled with scikit-learn (a temple, a flower), 32×32 RGB.
-
-    Natural images from outside every task's distribution, always at hand: the out-of-distribution
-    query set of a black-box attacker (``attack.blackbox.source=surrogate surrogate=photos``), as
-    Knockoff Nets and adaptive misinformation's attacker query natural images of another kind. The
-    label says which photograph a patch comes from; training and test patches come from disjoint
-    strips, so the two-class task is a real one. Fixed: 4,096 training and 1,024 test patches, each
-    a random square of 16 to 128 pixels resized (antialiased) to 32×32, drawn with seed 0.
-    """
+@functools.cache
+def _photo_patches() -> tuple[Split, Split]:
+    """The fixed training and test patches, cut once per process: every black-box cell that queries
+    them loads the dataset again, and cutting 5,120 patches one by one takes about a second."""
     from sklearn.datasets import load_sample_images
 
     photos = [torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in load_sample_images().images]
@@ -69,10 +64,24 @@ def load_photos(cfg: DatasetConfig) -> ImageData:
         order = torch.randperm(len(ys), generator=gen)
         return Split(x[order], torch.tensor(ys, dtype=torch.int64)[order])
 
-    train = patches(PHOTO_TRAIN_PER_PHOTO, test=False)
-    test = patches(PHOTO_TEST_PER_PHOTO, test=True)
+    return patches(PHOTO_TRAIN_PER_PHOTO, test=False), patches(PHOTO_TEST_PER_PHOTO, test=True)
+
+
+@register_dataset("photos")
+def load_photos(cfg: DatasetConfig) -> ImageData:
+    """Square patches of the two photographs bundled with scikit-learn (a temple, a flower), 32×32 RGB.
+
+    Natural images from outside every task's distribution, always at hand: the out-of-distribution
+    query set of a black-box attacker (``attack.blackbox.source=surrogate surrogate=photos``), as
+    Knockoff Nets and adaptive misinformation's attacker query natural images of another kind. The
+    label says which photograph a patch comes from; training and test patches come from disjoint
+    strips, so the two-class task is a real one. Fixed: 4,096 training and 1,024 test patches, each
+    a random square of 16 to 128 pixels resized (antialiased) to 32×32, drawn with seed 0.
+    """
+    train, test = (Split(split.x.clone(), split.y.clone()) for split in _photo_patches())
     mean, std = channel_stats(train.x, 255.0)
-    return ImageData("photos", train, test, len(photos), mean, std, 255.0, augment=cfg.augment)
+    classes = int(train.y.max()) + 1  # one per photograph
+    return ImageData("photos", train, test, classes, mean, std, 255.0, augment=cfg.augment)
 
 
 @register_dataset("synthetic")
