@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from kdbench.data.arrays import PHOTO_CROP_SIDES, PHOTO_TEST_STRIP, photo_patch_boxes
 from kdbench.data.catalogue import load_dataset
 from kdbench.data.images import DatasetConfig, random_crop_flip
 from kdbench.errors import ConfigError, DatasetNotFoundError
@@ -78,6 +79,21 @@ def test_photos_are_fixed_patches_of_the_two_bundled_photographs_from_disjoint_s
     # no test patch repeats a training one: they come from separate strips of each photograph
     train_rows = {tuple(row) for row in a.train.x.flatten(1).tolist()}
     assert not any(tuple(row) in train_rows for row in a.test.x.flatten(1).tolist())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_photo_patches_lie_inside_their_splits_strip_of_the_photograph(seed):
+    sizes = [(427, 640), (300, 520)]  # the bundled photographs' size; a smaller one whose test strip is 130 wide
+    for test in (False, True):
+        boxes = photo_patch_boxes(sizes, 300, test, torch.Generator().manual_seed(seed))
+        assert [photo for photo, *_ in boxes] == [0] * 300 + [1] * 300
+        for photo, top, left, side in boxes:
+            height, width = sizes[photo]
+            split_at = int(width * (1 - PHOTO_TEST_STRIP))
+            assert PHOTO_CROP_SIDES[0] <= side <= min(PHOTO_CROP_SIDES[1], height)
+            assert top >= 0 and top + side <= height
+            # a test patch lies wholly in the right strip, a training patch wholly left of it
+            assert (split_at <= left and left + side <= width) if test else (left >= 0 and left + side <= split_at)
 
 
 def test_synthetic_rejects_impossible_shapes():

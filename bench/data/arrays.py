@@ -37,6 +37,24 @@ PHOTO_TEST_STRIP = 0.25  # the right quarter of each photograph gives the test p
 PHOTO_CROP_SIDES = (16, 128)  # a patch's side in the photograph, in pixels, before it is resized
 
 
+def photo_patch_boxes(
+    sizes: list[tuple[int, int]], per_photo: int, test: bool, generator: torch.Generator
+) -> list[tuple[int, int, int, int]]:
+    """Where each patch is cut: ``(photo, top, left, side)`` for ``per_photo`` squares of each photograph
+    of ``sizes`` (height, width), inside its right strip (:data:`PHOTO_TEST_STRIP` of its width) for the
+    test split, left of it for the training split."""
+    boxes = []
+    for photo, (height, width) in enumerate(sizes):
+        split_at = int(width * (1 - PHOTO_TEST_STRIP))
+        left, right = (split_at, width) if test else (0, split_at)
+        for _ in range(per_photo):
+            side = int(torch.randint(PHOTO_CROP_SIDES[0], PHOTO_CROP_SIDES[1] + 1, (1,), generator=generator))
+            top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
+            x0 = int(torch.randint(left, right - side + 1, (1,), generator=generator))
+            boxes.append((photo, top, x0, side))
+    return boxes
+
+
 @functools.cache
 def _photo_patches() -> tuple[Split, Split]:
     """The fixed training and test patches, cut once per process: every black-box cell that queries
@@ -44,25 +62,25 @@ def _photo_patches() -> tuple[Split, Split]:
     from sklearn.datasets import load_sample_images
 
     photos = [torch.from_numpy(np.array(image)).permute(2, 0, 1) for image in load_sample_images().images]
+    sizes = [(photo.shape[1], photo.shape[2]) for photo in photos]
     gen = torch.Generator().manual_seed(0)
 
     def patches(per_photo: int, test: bool) -> Split:
-        xs, ys = [], []
-        for label, photo in enumerate(photos):
-            height, width = photo.shape[1:]
-            split_at = int(width * (1 - PHOTO_TEST_STRIP))
-            left, right = (split_at, width) if test else (0, split_at)
-            for _ in range(per_photo):
-                side = int(torch.randint(PHOTO_CROP_SIDES[0], PHOTO_CROP_SIDES[1] + 1, (1,), generator=gen))
-                top = int(torch.randint(0, height - side + 1, (1,), generator=gen))
-                x0 = int(torch.randint(left, right - side + 1, (1,), generator=gen))
-                crop = photo[None, :, top : top + side, x0 : x0 + side].float()
-                size = (PHOTO_PATCH_SIDE, PHOTO_PATCH_SIDE)
-                xs.append(torch.nn.functional.interpolate(crop, size=size, mode="bilinear", antialias=True))
-                ys.append(label)
+        boxes = photo_patch_boxes(sizes, per_photo, test, gen)
+        size = (PHOTO_PATCH_SIDE, PHOTO_PATCH_SIDE)
+        xs = [
+            torch.nn.functional.interpolate(
+                photos[photo][None, :, top : top + side, x0 : x0 + side].float(),
+                size=size,
+                mode="bilinear",
+                antialias=True,
+            )
+            for photo, top, x0, side in boxes
+        ]
         x = torch.cat(xs).round().clamp(0, 255).to(torch.uint8)
-        order = torch.randperm(len(ys), generator=gen)
-        return Split(x[order], torch.tensor(ys, dtype=torch.int64)[order])
+        order = torch.randperm(len(boxes), generator=gen)
+        labels = torch.tensor([photo for photo, *_ in boxes], dtype=torch.int64)
+        return Split(x[order], labels[order])
 
     return patches(PHOTO_TRAIN_PER_PHOTO, test=False), patches(PHOTO_TEST_PER_PHOTO, test=True)
 
