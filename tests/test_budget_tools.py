@@ -141,6 +141,17 @@ def test_the_thread_spread_table_has_a_row_per_attack_and_student(capsys):
     rows = [line for line in out.splitlines() if line.startswith("| dafl | mlp |")]
     assert len(rows) == 1
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
-    mean_std, seed0_one, seed0_two, delta, verdict = cells[2:]
-    assert " ± " in mean_std and verdict in {"yes", "no"}
-    assert float(delta) == pytest.approx(abs(float(seed0_two) - float(seed0_one)), abs=0.051)
+    one, two, per_seed, mean_delta, verdict = cells[2:]
+    assert " ± " in one and " ± " in two and verdict in {"yes", "no"}
+    deltas = [float(d) for d in per_seed.split(" / ")]
+    assert len(deltas) == 3 and float(mean_delta) == pytest.approx(sum(deltas) / 3, abs=0.051)
+
+
+def test_a_thread_spread_row_compares_the_mean_difference_with_the_seeds_std():
+    from kdbench.tools.thread_spread import spread_row
+
+    # one thread: 90, 92, 94 (std 2.0); two threads: 91, 95, 94 → differences 1, 3, 0, mean 1.33
+    assert spread_row("a", "s", [90.0, 92.0, 94.0], [91.0, 95.0, 94.0]) == (
+        "| a | s | 92.0 ± 2.0 | 93.3 ± 2.1 | 1.0 / 3.0 / 0.0 | 1.3 | no |"
+    )
+    assert spread_row("a", "s", [90.0, 90.5, 91.0], [92.0, 90.5, 91.0]).endswith("| 2.0 / 0.0 / 0.0 | 0.7 | yes |")

@@ -1,13 +1,13 @@
 """Is a data-free cell a property of the method or of the machine? Thread spread against seed spread.
 
 ``python -m kdbench.tools.thread_spread dafl deepinversion fast_dfkd dfme`` attacks the normal
-teacher of every seed (0..2) with each attack on one thread, and seed 0 again on two threads: the
-same teacher, baselines and options, only another floating-point summation order (what another CPU
-of the suite's kind does to the same run). Each attack and student gets a Markdown row: the seeds'
-mean ± std on one thread, seed 0 on one and on two threads, and their difference. Where that
-difference exceeds the seeds' standard deviation, the column reports the machine more than the
-method. Extra arguments go to the plan (``dataset=...``, ``attack.dfme.budget=...``). Run it alone:
-two threads need both cores.
+teacher of every seed (0..2) with each attack on one thread and again on two threads: the same
+teacher, baselines and options, only another floating-point summation order (what another CPU of the
+suite's kind does to the same run). Each attack and student gets a Markdown row: the seeds' mean ±
+std on one thread and on two, each seed's difference between the two, and their mean. Where that
+mean exceeds the seeds' standard deviation, the column reports the machine more than the method.
+Extra arguments go to the plan (``dataset=...``, ``attack.dfme.budget=...``). Run it alone: two
+threads need both cores.
 """
 
 from __future__ import annotations
@@ -53,6 +53,18 @@ def accuracies(runner: Runner, plan: RunPlan, attack: str, seed: int, threads: i
         torch.set_num_threads(previous)
 
 
+def spread_row(attack: str, student: str, one: list[float], two: list[float]) -> str:
+    """A table row from each seed's accuracy on one thread and on two (the same seeds, in order)."""
+    spread = statistics.stdev(one)
+    deltas = [abs(b - a) for a, b in zip(one, two, strict=True)]
+    mean_delta = statistics.mean(deltas)
+    return (
+        f"| {attack} | {student} | {statistics.mean(one):.1f} ± {spread:.1f} | {statistics.mean(two):.1f} ± "
+        f"{statistics.stdev(two):.1f} | {' / '.join(f'{d:.1f}' for d in deltas)} | {mean_delta:.1f} | "
+        f"{'yes' if mean_delta > spread else 'no'} |"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("attacks", nargs="+", help="attacks to measure, then config overrides (key=value)")
@@ -60,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     attacks = [a for a in args.attacks if "=" not in a]
     overrides = [a for a in args.attacks if "=" in a]
     rows = [
-        "| attack | student | seeds 0-2, 1 thread (mean ± std) | seed 0, 1 thread | seed 0, 2 threads "
-        "| |Δ threads| | beyond the seed std |",
+        "| attack | student | seeds 0-2, 1 thread (mean ± std) | seeds 0-2, 2 threads | |Δ threads| per seed "
+        "| mean |Δ threads| | beyond the seed std |",
         "|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="kdbench-threads-") as tmp:
@@ -83,16 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         runner = Runner(plan, Progress(quiet=True), load_dataset(plan.dataset, plan.device))
         for attack in attacks:
-            per_seed = [accuracies(runner, plan, attack, seed, 1) for seed in SEEDS]
-            two = accuracies(runner, plan, attack, SEEDS[0], 2)
-            for student in sorted(two):
-                values = [acc[student] for acc in per_seed]
-                spread = statistics.stdev(values)
-                delta = abs(two[student] - values[0])
-                rows.append(
-                    f"| {attack} | {student} | {statistics.mean(values):.1f} ± {spread:.1f} | {values[0]:.1f} | "
-                    f"{two[student]:.1f} | {delta:.1f} | {'yes' if delta > spread else 'no'} |"
-                )
+            one = [accuracies(runner, plan, attack, seed, 1) for seed in SEEDS]
+            two = [accuracies(runner, plan, attack, seed, 2) for seed in SEEDS]
+            for student in sorted(two[0]):
+                rows.append(spread_row(attack, student, [a[student] for a in one], [a[student] for a in two]))
                 print(rows[-1], file=sys.stderr, flush=True)
     print(f"thread spread against seed spread, normal teacher; overrides: {' '.join(overrides) or 'none'}")
     print("\n".join(rows))
