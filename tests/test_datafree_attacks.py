@@ -298,6 +298,13 @@ def test_the_paper_preset_sets_the_published_budgets():
     assert (p.attacks["dafl"].w_one_hot, p.attacks["dafl"].w_entropy, p.attacks["dafl"].w_activation) == (0.5, 20, 0.1)
 
 
+@pytest.mark.parametrize("overrides", [["dataset=cifar10"], ["dataset=cifar100"], ["preset=cifar10_cpu"]])
+def test_dafl_on_cifar_trains_its_generator_at_the_rate_of_the_reference_cifar_commands(overrides):
+    # the README's CIFAR-10 and CIFAR-100 commands: --lr_G 0.02; 0.2 is the class default, its MNIST rate
+    p = plan(*overrides, "device=cpu", "defense=normal", "attack=dafl")
+    assert p.attacks["dafl"].generator_lr == 0.02
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
