@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     attacks = [a for a in args.attacks if "=" not in a]
     overrides = [a for a in args.attacks if "=" in a]
     rows = [
-        "| attack | student | seeds 0-2, 1 thread (mean ± std) | seeds 0-2, 2 threads | |Δ threads| per seed "
-        "| mean |Δ threads| | beyond the seed std |",
+        # the |Δ| bars escaped: a bare | would split the header into more cells than the rows have
+        "| attack | student | seeds 0-2, 1 thread (mean ± std) | seeds 0-2, 2 threads | \\|Δ threads\\| per seed "
+        "| mean \\|Δ threads\\| | beyond the seed std |",
         "|---|---|---|---|---|---|---|",
     ]
     with tempfile.TemporaryDirectory(prefix="kdbench-threads-") as tmp:
