@@ -169,6 +169,8 @@ def _list(overrides: list[str], console: Console) -> int:
     say(f"  train: {', '.join(f'{k}={v!r}' for k, v in asdict(plan.recipe).items())}")
     for arch, recipe in plan.recipe_by_model.items():
         say(f"  train_by_model.{arch}: {', '.join(f'{k}={v!r}' for k, v in asdict(recipe).items())}")
+    if plan.restarts:
+        say(f"  restarts (students a cell averages): {', '.join(f'{c} {n}' for c, n in plan.restarts.items())}")
     for group, chosen in (("defense", plan.defenses), ("attack", plan.attacks)):
         for name, options in chosen.items():
             values = asdict(options) if options is not None else {}

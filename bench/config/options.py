@@ -47,6 +47,26 @@ def attack_variants_of(attacks: dict[str, Any], node: DictConfig | None) -> dict
     return bases
 
 
+MAX_RESTARTS = 100
+
+
+def restarts_of(known: list[str], node: DictConfig | None) -> dict[str, int]:
+    """``restarts.<column>: N``: each cell of that attack column trains N students, the first with
+    the cell's seed, and reports their mean accuracy. Any known column may be named (a dataset sets
+    it whether or not the column is selected); N is an integer from 1 to :data:`MAX_RESTARTS`."""
+    counts: dict[str, int] = {}
+    for name, count in (node or {}).items():
+        name, where = str(name), f"restarts.{name}"
+        if name not in known:
+            raise ConfigError(f"{where}: no attack column {name!r}; allowed: {', '.join(sorted(known))}")
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_RESTARTS:
+            raise ConfigError(
+                f"{where} must be an integer from 1 to {MAX_RESTARTS} (students a cell trains), got {count!r}"
+            )
+        counts[name] = count
+    return counts
+
+
 def as_dataclass(cls: type, node: Any, where: str) -> Any:
     """Build ``cls`` from a config node, turning type and range errors into one clear line."""
     try:

@@ -23,6 +23,7 @@ from kdbench.config.options import (
     as_dataclass,
     attack_variants_of,
     recipes_by_model,
+    restarts_of,
     selected_plugins,
 )
 from kdbench.config.settings import check_settings
@@ -91,6 +92,8 @@ class RunPlan:
     # teacher_weights=PATH: the owner's trained network, loaded instead of the normal teacher
     teacher_file: TeacherFile | None = None
     attack_bases: dict[str, str] = field(default_factory=dict)  # variant column → the plugin it runs
+    # attack column → students each cell trains, their mean accuracy reported (`restarts`; absent: 1)
+    restarts: dict[str, int] = field(default_factory=dict)
     heartbeat_s: float = 30.0  # without a terminal, a progress line this often
     stealing_curves: bool = True  # query-budgeted attacks also measured at 1/8, 1/4 and 1/2 of their queries
     # the plugins, built once per run from ``defenses`` and ``attacks`` (a variant: its base's class)
@@ -102,6 +105,10 @@ class RunPlan:
     def attack_plugin(self, name: str) -> str:
         """The registered attack that column ``name`` runs (itself, or a variant's base)."""
         return self.attack_bases.get(name, name)
+
+    def restarts_of(self, column: str) -> int:
+        """How many students each cell of attack column ``column`` trains (its mean is the cell's)."""
+        return self.restarts.get(column, 1)
 
     def recipe_for(self, arch: str) -> Recipe:
         """How networks of architecture ``arch`` train (as teacher, baseline or attacked student)."""
@@ -182,6 +189,21 @@ def _check_attacks(
     return not_applicable
 
 
+def _restarts(cfg: DictConfig, attack_plugins: dict[str, Attack]) -> dict[str, int]:
+    """``restarts`` of the selected columns; refused for an attack with a query budget, whose
+    queries and stealing curve are those of one run."""
+    known = [*ATTACKS.names(), *(cfg.get("attack_variants") or {})]
+    counts = restarts_of(known, cfg.get("restarts"))
+    for name, count in counts.items():
+        attack = attack_plugins.get(name)
+        if attack is not None and count > 1 and attack.query_budget is not None:
+            raise ConfigError(
+                f"restarts.{name}={count}: attack {name!r} has a query budget ({attack.query_budget:,} queries), "
+                f"whose query count and stealing curve are one run's; allowed: restarts.{name}=1"
+            )
+    return {name: count for name, count in counts.items() if name in attack_plugins and count > 1}
+
+
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
@@ -243,6 +265,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
     attacks = selected_plugins(ATTACKS, "attack", cfg.get("attack"))
     attack_bases = attack_variants_of(attacks, cfg.get("attack_variants"))
     attack_plugins = _built(ATTACKS, "attack", attacks, attack_bases)
+    restarts = _restarts(cfg, attack_plugins)
     teacher_file = _teacher_file(cfg, teachers)  # a missing file is named before anything else
     not_applicable = _check_attacks(attack_plugins, teachers, dataset, chosen="attack" in given)
     defenses = selected_plugins(DEFENSES, "defense", cfg.get("defense"))
@@ -275,6 +298,7 @@ def plan_from_config(cfg: DictConfig) -> RunPlan:
         rerun=rerun,
         started_at=time.time(),
         attack_bases=attack_bases,
+        restarts=restarts,
         heartbeat_s=float(cfg.heartbeat_s),
         stealing_curves=bool(cfg.stealing_curves),
         teacher_file=teacher_file,

@@ -55,6 +55,7 @@ class RootSettings:
     train: dict
     train_by_model: dict | None
     attack_variants: dict | None
+    restarts: dict | None
     paper: str | None
     paper_differences: list[str]
     preset_name: str
@@ -90,6 +91,11 @@ def unknown_setting(key: str) -> str:
     from kdbench.api import ATTACKS, DEFENSES  # the plugins' registries import the config's users
 
     head, _, rest = key.partition(".")
+    if head == "restarts" and rest:  # a mapping the dataset or preset may leave without this column
+        return (
+            f"unknown setting {key}: no column's restarts are set there yet; add it with +{key}=<N>; "
+            f"attack columns: {', '.join(ATTACKS.names())}"
+        )
     schema = {"train": Recipe, "dataset": DatasetConfig}.get(head) if rest else RootSettings
     registry = {"attack": ATTACKS, "defense": DEFENSES}.get(head)
     if registry is not None and rest.count(".") == 1 and rest.split(".")[0] in registry:

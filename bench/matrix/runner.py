@@ -10,6 +10,7 @@ architecture named outright) takes over that measurement.
 
 from __future__ import annotations
 
+import statistics
 import time
 import traceback
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from kdbench.store.cache import ArtifactCache, file_digest
 from kdbench.store.keys import CellKey, baseline_key, server_key, teacher_identity
 from kdbench.store.records import STATUS_DIVERGED, STATUS_FAILED, STATUS_OK, CellDetails, Record, RecordStore
 from kdbench.training.loop import Trainer, TrainingDiverged
+from kdbench.training.seeds import restart_seed
 
 TRACEBACKS = "tracebacks"  # <results>/<dataset>/tracebacks/<cell>.txt: why a plugin failed its cell
 
@@ -57,6 +59,15 @@ def network_kinds(cells: list[Cell]) -> list[str]:
     teachers = {(c.teacher, c.defense, c.seed) for c in cells}
     baselines = {(c.student_arch, c.seed) for c in cells}
     return [network_kind("teacher", t, d) for t, d, _ in teachers] + [network_kind("baseline", a) for a, _ in baselines]
+
+
+class Attacked(NamedTuple):
+    """What a cell's attack measured."""
+
+    accuracy: float  # the student's test top-1, percent; with restarts, their mean
+    queries: int | None  # inputs it asked the teacher (None: white box)
+    curve: dict[str, float]  # queries → accuracy, for a query-budgeted attack
+    restarts: list[float] | None = None  # each restart's accuracy, where the column has several
 
 
 class BuiltTeacher(NamedTuple):
@@ -284,7 +295,13 @@ class Runner:
             details.files = built.files  # the owner's files: where the weights came from
             if self.plan.teacher_file is not None:
                 details.teacher_label = self.plan.teacher_file.label(cell.teacher)
-            fields["student_acc"], details.queries, details.stealing_curve = self.attack(cell, built)
+            attacked = self.attack(cell, built)
+            fields["student_acc"], details.queries, details.stealing_curve = (
+                attacked.accuracy,
+                attacked.queries,
+                attacked.curve,
+            )
+            details.restarts = attacked.restarts
             fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
         except TrainingDiverged as err:
             status, reason = STATUS_DIVERGED, str(err)
@@ -316,9 +333,9 @@ class Runner:
         atomic_write_text(path, f"{cell.name}: {err}\n\n{err.traceback}")
         return path
 
-    def attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None, dict[str, float]]:
-        """The student's test accuracy after the attack, how many inputs it queried (None: white
-        box) and, for a query-budgeted attack, its stealing curve (queries → accuracy)."""
+    def attack(self, cell: Cell, built: BuiltTeacher) -> Attacked:
+        """The student's test accuracy after the attack (its restarts' mean), how many inputs it
+        queried (None: white box) and, for a query-budgeted attack, its stealing curve."""
         try:
             with options_of(f"attack.{cell.attack}"):
                 return self._attack(cell, built)
@@ -327,8 +344,14 @@ class Runner:
         except Exception as err:  # a bug in the attack: this cell fails, the matrix goes on
             raise PluginFailed(f"attack {cell.attack!r}", err) from err
 
-    def _attack(self, cell: Cell, built: BuiltTeacher) -> tuple[float, int | None, dict[str, float]]:
+    def _attack(self, cell: Cell, built: BuiltTeacher) -> Attacked:
         attack = self.plan.attack(cell.attack)
+        if self.plan.restarts_of(cell.attack) > 1:  # planned for attacks without a query budget only
+            runs = self.restarted(cell, built, attack)
+            accuracies = [accuracy for accuracy, _ in runs]
+            view = runs[0][1]
+            queries = view.queries if isinstance(view, TeacherAPI) else None
+            return Attacked(statistics.fmean(accuracies), queries, {}, accuracies)
         curve: dict[str, float] = {}
         watch = None
         if attack.curve_in_run and attack.query_budget is not None and self.plan.stealing_curves:
@@ -339,7 +362,7 @@ class Runner:
             if not attack.curve_in_run:
                 curve.update(self.stealing_curve(cell, built, attack, queries))
             curve[str(queries)] = accuracy
-        return accuracy, queries, curve
+        return Attacked(accuracy, queries, curve)
 
     def curve_watch(self, budget: int, curve: dict[str, float], trainer: Trainer) -> Callable[[nn.Module, int], None]:
         """What an attack that learns as it queries calls as it spends its budget: the first time its
@@ -375,15 +398,23 @@ class Runner:
             curve[str(view.queries)] = accuracy
         return curve
 
+    def restarted(self, cell: Cell, built: BuiltTeacher, attack: Attack) -> list[tuple[float, Teacher | TeacherAPI]]:
+        """Every run of the cell that its column's ``restarts`` asks for: accuracy and view of each."""
+        return [self.run_attack(cell, built, attack, restart=r) for r in range(self.plan.restarts_of(cell.attack))]
+
     def run_attack(
         self,
         cell: Cell,
         built: BuiltTeacher,
         attack: Attack,
         queries_spent: Callable[[nn.Module, int], None] | None = None,
+        *,
+        restart: int = 0,
     ) -> tuple[float, Teacher | TeacherAPI]:
-        """Run ``attack`` on a fresh student of the cell; its test accuracy and the view it attacked."""
-        trainer = self.trainer(cell.seed, cell.student_arch)
+        """Run ``attack`` on a fresh student of the cell; its test accuracy and the view it attacked.
+        ``restart`` r > 0: another run of the cell, every random stream of the attack and the
+        student from a seed derived from the cell's and r, against the same teacher."""
+        trainer = self.trainer(restart_seed(cell.seed, restart), cell.student_arch)
         generator = trainer.seeded(f"attack/{cell.attack}/{cell.teacher}/{cell.defense}/{cell.student_arch}")
         student = create_model(cell.student_arch, self.data.num_classes, self.data.input_shape).to(self.plan.device)
         view: Teacher | TeacherAPI = built.teacher

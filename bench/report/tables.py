@@ -178,6 +178,7 @@ HEADER_SKIPS = (
     "not_applicable",
     "recipe",
     "recipe_by_model",
+    "restarts",
     "command",
     "commands",
     "plugins",
@@ -212,6 +213,14 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any], curves: 
     if "recipe_by_model" in settings:
         by_model = {arch: applicable_recipe(r) for arch, r in settings["recipe_by_model"].items()}
         out += [f"Recipes of particular models: `{json.dumps(by_model, sort_keys=True)}`.", ""]
+    if settings.get("restarts"):
+        restarted = ", ".join(f"{column} {n}" for column, n in sorted(settings["restarts"].items()))
+        out += [
+            f"Restarts: each cell of these columns is the mean accuracy of that many students, the first "
+            f"trained with the cell's seed and the others with seeds derived from it, against the same "
+            f"teacher (each record's details.restarts lists them): {restarted}.",
+            "",
+        ]
     if settings.get("plugins"):
         out += ["Plugins: " + "; ".join(f"{name} ({where})" for name, where in settings["plugins"].items()) + ".", ""]
     for where, file in sorted((settings.get("files") or {}).items()):

@@ -30,6 +30,7 @@ class KeyedPlan(Protocol):
     defenses: dict[str, Any]
     attacks: dict[str, Any]
     attack_bases: dict[str, str]
+    restarts: dict[str, int]
 
     def recipe_for(self, arch: str) -> Any: ...
     def defense(self, name: str) -> Any: ...
@@ -114,10 +115,13 @@ def cell_spec(plan: KeyedPlan, cell: KeyedCell) -> dict[str, Any]:
     attack_options = asdict(plan.attacks[cell.attack])
     if cell.attack in plan.attack_bases:
         attack_options = {"base": plan.attack_bases[cell.attack], **attack_options}
+    restarts = plan.restarts.get(cell.attack, 1)
     return {
         **teacher_identity(plan, cell.teacher, cell.seed),
         "defense": {cell.defense: options_identity(plan.defenses[cell.defense])},
         "attack": {cell.attack: attack_options},
+        # only where there are several: a column of one run keeps the key it always had
+        **({"restarts": restarts} if restarts > 1 else {}),
         # the plugins' package, version and source hash: editing a plugin recomputes its cells
         "defense_code": code_fingerprint(type(plan.defense(cell.defense)).__module__),
         "attack_code": code_fingerprint(type(plan.attack(cell.attack)).__module__),

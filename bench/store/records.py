@@ -38,6 +38,9 @@ class CellDetails:
     queries: int | None = None  # inputs the attack asked the teacher (None: white box, or not run)
     # queries → the student's test accuracy had the attacker stopped there (query-budgeted attacks)
     stealing_curve: dict[str, float] = field(default_factory=dict)
+    # each restart's student accuracy where the column trains several (``restarts``): the record's
+    # student_acc is their mean
+    restarts: list[float] | None = None
     traceback: str | None = None  # the file holding a failed plugin's traceback
 
     def to_json(self) -> dict[str, Any]:

@@ -14,3 +14,9 @@ def derive_seed(seed: int, purpose: str) -> int:
 
     digest = hashlib.sha256(f"{seed}:{purpose}".encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of a cell's ``restart``-th run of its attack (``restarts``): the cell's own seed for
+    the first, so that a column with one restart computes what it always did, then one derived."""
+    return seed if restart == 0 else derive_seed(seed, f"restart/{restart}")
