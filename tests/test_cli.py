@@ -163,6 +163,7 @@ def test_list_with_overrides_shows_the_values_that_would_run(capsys):
     assert "attack.dafl: epochs=10," in section  # digits' value; the class default is 5
     assert "attack.deepinversion: pool_size=4096," in section
     assert "defense.normal: no options" in section
+    assert "restarts (students a cell averages): dafl 4" in section
     assert run_bench("list", "attak=kd") == 2
     assert "unknown setting attak (did you mean attack?)" in capsys.readouterr().err
 

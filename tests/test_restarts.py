@@ -62,3 +62,20 @@ def test_the_same_run_again_reuses_the_restarted_cells(runs, capsys):
     assert main([*TINY, f"results_dir={runs[1]}", "+restarts.dafl=3"]) == 0
     said = " ".join(capsys.readouterr().out.split())  # the terminal view wraps its lines
     assert "0 cell(s) computed, 4 reused" in said, said
+
+
+def test_a_folder_whose_records_differ_in_restarts_says_so(runs, tmp_path):
+    """The note comes from the records, not from the last run's settings: a folder holding single
+    runs and means of three names both."""
+    import shutil
+
+    from kdbench.report.files import write_reports
+
+    folder = tmp_path / "synthetic"
+    shutil.copytree(runs[1] / "synthetic" / "records", folder / "records")
+    one_run = sorted((runs[0] / "synthetic" / "records").glob("*__dafl__*.json"))[0]
+    shutil.copy(one_run, folder / "records" / one_run.name)  # one cell as a single run computed it
+    write_reports(folder)
+    assert (
+        "dafl 1 or 3 (its records come from runs with different restarts)." in (folder / "leaderboard.md").read_text()
+    )

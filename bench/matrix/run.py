@@ -370,8 +370,6 @@ def settings_of(plan: RunPlan, data: ImageData | None = None) -> dict[str, Any]:
     }
     if plan.recipe_by_model:
         settings["recipe_by_model"] = {arch: asdict(recipe) for arch, recipe in plan.recipe_by_model.items()}
-    if plan.restarts:
-        settings["restarts"] = dict(plan.restarts)
     if plan.paper:
         settings["paper"] = plan.paper
         if plan.paper_differences:

@@ -42,6 +42,11 @@ def provenance(records: list[Record]) -> dict[str, Any]:
         out["commands"] = commands
     if plugins:
         out["plugins"] = {name: " / ".join(sorted(v)) for name, v in sorted(plugins.items())}
+    # the columns whose cells average several students, from the records (not the last run's settings)
+    counts: dict[str, set[int]] = {}
+    for r in records:
+        counts.setdefault(r.attack, set()).add(len(r.details.restarts) if r.details.restarts else 1)
+    out["restarts"] = {column: sorted(n) for column, n in sorted(counts.items()) if n != {1}}
     return out
 
 

@@ -214,11 +214,15 @@ def leaderboard_markdown(board: pd.DataFrame, settings: dict[str, Any], curves: 
         by_model = {arch: applicable_recipe(r) for arch, r in settings["recipe_by_model"].items()}
         out += [f"Recipes of particular models: `{json.dumps(by_model, sort_keys=True)}`.", ""]
     if settings.get("restarts"):
-        restarted = ", ".join(f"{column} {n}" for column, n in sorted(settings["restarts"].items()))
+        counts: dict[str, list[int]] = settings["restarts"]
+        restarted = ", ".join(f"{column} {' or '.join(map(str, n))}" for column, n in sorted(counts.items()))
+        mixed = (
+            " (its records come from runs with different restarts)" if any(len(n) > 1 for n in counts.values()) else ""
+        )
         out += [
             f"Restarts: each cell of these columns is the mean accuracy of that many students, the first "
             f"trained with the cell's seed and the others with seeds derived from it, against the same "
-            f"teacher (each record's details.restarts lists them): {restarted}.",
+            f"teacher (each record's details.restarts lists them): {restarted}{mixed}.",
             "",
         ]
     if settings.get("plugins"):
