@@ -6,6 +6,8 @@ teacher, baselines and options, only another floating-point summation order (wha
 suite's kind does to the same run). Each attack and student gets a Markdown row: the seeds' mean ±
 std on one thread and on two, each seed's difference between the two, and their mean. Where that
 mean exceeds the seeds' standard deviation, the column reports the machine more than the method.
+A column with several ``restarts`` (digits: dafl 4) is measured as its cells report it: the mean of
+its restarts, at each seed and thread count (``restarts.dafl=1`` measures single runs).
 Extra arguments go to the plan (``dataset=...``, ``attack.dfme.budget=...``). Run it alone: two
 threads need both cores.
 """
