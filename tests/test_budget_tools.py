@@ -155,3 +155,9 @@ def test_a_thread_spread_row_compares_the_mean_difference_with_the_seeds_std():
         "| a | s | 92.0 ± 2.0 | 93.3 ± 2.1 | 1.0 / 3.0 / 0.0 | 1.3 | no |"
     )
     assert spread_row("a", "s", [90.0, 90.5, 91.0], [92.0, 90.5, 91.0]).endswith("| 2.0 / 0.0 / 0.0 | 0.7 | yes |")
+
+
+def test_one_seed_shows_no_spread_rather_than_a_spread_of_zero():
+    assert budget_table.mean_std([15.9]) == "15.9 (1 seed)"
+    assert budget_table.mean_std([15.0, 17.0]) == "16.0 ± 1.4"
+    assert budget_table.mean_std([]) == "—"

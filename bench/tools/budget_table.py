@@ -94,8 +94,9 @@ def shared_overrides(attack: str, overrides: list[str]) -> list[str]:
 def mean_std(values: list[float]) -> str:
     if not values:
         return "—"
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.1f} ± {spread:.1f}"
+    if len(values) == 1:  # one seed has no spread to show, not a spread of 0
+        return f"{values[0]:.1f} (1 seed)"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
 def table(rows: list[Row], students: list[str]) -> str:
