@@ -296,12 +296,12 @@ class Runner:
             if self.plan.teacher_file is not None:
                 details.teacher_label = self.plan.teacher_file.label(cell.teacher)
             attacked = self.attack(cell, built)
-            fields["student_acc"], details.queries, details.stealing_curve = (
-                attacked.accuracy,
+            fields["student_acc"] = attacked.accuracy
+            details.queries, details.stealing_curve, details.restarts = (
                 attacked.queries,
                 attacked.curve,
+                attacked.restarts,
             )
-            details.restarts = attacked.restarts
             fields["drop"] = fields["baseline_acc"] - fields["student_acc"]
         except TrainingDiverged as err:
             status, reason = STATUS_DIVERGED, str(err)
