@@ -161,3 +161,21 @@ def test_one_seed_shows_no_spread_rather_than_a_spread_of_zero():
     assert budget_table.mean_std([15.9]) == "15.9 (1 seed)"
     assert budget_table.mean_std([15.0, 17.0]) == "16.0 ± 1.4"
     assert budget_table.mean_std([]) == "—"
+
+
+def test_the_served_sweep_prints_a_row_per_value_and_trains_the_networks_once(tmp_path, capsys):
+    from kdbench.tools import served_sweep
+
+    run = ["adaptive_misinformation", "tau", "1.0", "0.1", "preset=tiny", f"results_dir={tmp_path}"]
+    assert served_sweep.main(run) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| 1.0 |", "| 0.1 |"))]
+    assert len(rows) == 2
+    accuracy = {row.split("|")[1].strip(): float(row.split("|")[2]) for row in rows}
+    # τ 1 flags every query (no top probability reaches 1): the misinformation network answers all
+    # of them; τ 0.1 none (the top of 10 classes is at least 0.1): the defender answers alone
+    assert accuracy["0.1"] > accuracy["1.0"]
+    cache = tmp_path / "synthetic" / ".cache"
+    cached = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
+    assert len(cached) >= 2  # the defender and the misinformation network at least
+    assert served_sweep.main(run) == 0  # again: every network from the cache, none trained or written anew
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == cached
