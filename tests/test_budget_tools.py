@@ -179,3 +179,13 @@ def test_the_served_sweep_prints_a_row_per_value_and_trains_the_networks_once(tm
     assert len(cached) >= 2  # the defender and the misinformation network at least
     assert served_sweep.main(run) == 0  # again: every network from the cache, none trained or written anew
     assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == cached
+
+
+def test_the_served_sweep_refuses_a_bad_value_in_one_line_before_anything_trains(tmp_path, capsys):
+    from kdbench.tools import served_sweep
+
+    run = ["mad", "epsilon", "0.5", "-1", "preset=tiny", f"results_dir={tmp_path / 'results'}"]
+    assert served_sweep.main(run) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("served_sweep: ") and "epsilon" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "results").exists()  # the good first value trained nothing either

@@ -13,30 +13,28 @@ holds ``threads``: a run of two workers trained its networks on ``threads=1``.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from kdbench.config.compose import compose_config
-from kdbench.config.plan import plan_from_config
+from kdbench.config.plan import RunPlan, plan_from_config
 from kdbench.data.catalogue import load_dataset
 from kdbench.data.images import ImageData
+from kdbench.errors import BenchError
 from kdbench.matrix.runner import Runner
 from kdbench.progress import Progress
 
 
-def served_row(overrides: list[str], defense: str, seed: int, data: ImageData | None) -> tuple[str, ImageData]:
-    """The Markdown cells (accuracy, ECE, KL, TV, seconds) of ``defense``'s teacher under ``overrides``."""
-    plan = plan_from_config(compose_config([f"defense={defense}", "reference_dir=null", *overrides]))
-    if data is None:
-        data = load_dataset(plan.dataset, plan.device)
+def served_row(plan: RunPlan, defense: str, seed: int, data: ImageData) -> str:
+    """The Markdown cells (accuracy, ECE, KL, TV, seconds) of ``defense``'s teacher under ``plan``."""
     start = time.perf_counter()
     runner = Runner(plan, Progress(quiet=True), data)
     built = runner.teacher(plan.teachers[0], defense, seed)  # the plan's first teacher
     cost = built.owner_cost
-    row = (
+    return (
         f"{built.accuracy:.2f} | {cost['ece_pct']:.1f} | {cost['kl_nats']:.2f} | {cost['tv_pct']:.1f} | "
         f"{time.perf_counter() - start:.0f}"
     )
-    return row, data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,15 +48,29 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [v for v in args.values if "=" in v]
     if not values:
         parser.error("give at least one value of the option")
+    try:  # every value's plan first: a bad one is refused before anything trains
+        plans = [
+            plan_from_config(
+                compose_config(
+                    [
+                        f"defense={args.defense}",
+                        "reference_dir=null",
+                        *overrides,
+                        f"defense.{args.defense}.{args.option}={value}",
+                    ]
+                )
+            )
+            for value in values
+        ]
+    except BenchError as err:
+        print(f"served_sweep: {err}", file=sys.stderr)
+        return 2
     print(f"served teacher of {args.defense}, seed {args.seed}; overrides: {' '.join(overrides) or 'none'}")
     print(f"| {args.option} | served accuracy, % | ECE, % | KL, nats | TV, % | seconds (training included) |")
     print("|---|---|---|---|---|---|")
-    data = None
-    for value in values:
-        row, data = served_row(
-            [*overrides, f"defense.{args.defense}.{args.option}={value}"], args.defense, args.seed, data
-        )
-        print(f"| {value} | {row} |", flush=True)
+    data = load_dataset(plans[0].dataset, plans[0].device)
+    for value, plan in zip(values, plans, strict=True):
+        print(f"| {value} | {served_row(plan, args.defense, args.seed, data)} |", flush=True)
     return 0
 
 
