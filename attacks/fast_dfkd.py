@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,10 +47,12 @@ from kdbench.api import (
     OptionError,
     Teacher,
     TrainingDiverged,
+    crop_views,
     derive_seed,
     finite_logits,
     index_batches,
     random_crop_flip,
+    random_views,
     register_attack,
     soft_kl,
 )
@@ -363,12 +365,18 @@ class FastDFKD(Attack):
     def distil(self, synthesizer: Synthesizer, teacher: Teacher, student: nn.Module, ctx: AttackContext) -> None:
         """Each epoch of ``fit`` is one round: synthesis against the current student, then
         ``kd_steps`` batches drawn from the whole bank, reshuffled whenever it is used up (the
-        reference's data loader, built anew each round)."""
+        reference's data loader, built anew each round), each image a random crop (and flip) of
+        its bank image, with the teacher's answer to that view."""
         cfg = self.cfg
         recipe = student_recipe(
             ctx.trainer.recipe, epochs=cfg.epochs, overrides={**cfg.student_recipe, "batch_size": cfg.batch_size}
         )
         device = ctx.trainer.device
+        answers = ViewAnswers.for_run(cfg, ctx.num_classes, device)
+
+        def ask(images: Tensor) -> Tensor:
+            with torch.no_grad():
+                return finite_logits(teacher.serve(normalize_unit(images, synthesizer.fmt)))
 
         def batches(epoch: int) -> Iterator[tuple[Tensor, Tensor]]:
             synthesizer.synthesize(student)
@@ -378,10 +386,15 @@ class FastDFKD(Attack):
                 for idx in index_batches(
                     len(bank), cfg.batch_size, shuffle=True, generator=ctx.generator, device=device
                 ):
-                    x = synthesizer.view(bank[idx].float() / 255, ctx.generator)
-                    with torch.no_grad():
-                        logits = finite_logits(teacher.serve(x))
-                    yield x, logits
+                    # the draws random_crop_flip would make, named so that a view's answer can be kept
+                    dy, dx, mirror = random_views(len(idx), cfg.crop_padding, generator=ctx.generator, flip=cfg.flip)
+                    images = crop_views(bank[idx].float() / 255, cfg.crop_padding, dy, dx, mirror)
+                    if answers is None:
+                        logits = ask(images)
+                    else:
+                        views = view_index(dy, dx, mirror, cfg.crop_padding, cfg.flip)
+                        logits = answers.lookup(idx, views, images, ask)
+                    yield normalize_unit(images, synthesizer.fmt), logits
                     steps += 1
                     if steps == cfg.kd_steps:
                         return
@@ -397,3 +410,56 @@ class FastDFKD(Attack):
             description=f"{ctx.description}: synthesis + distillation",
             recipe=recipe,
         )
+
+
+# -- the teacher's answers to the bank's views ----------------------------------------------------
+
+VIEW_ANSWERS_MAX_BYTES = 1 << 30  # above this a run asks the teacher about every KD batch afresh
+
+
+def view_count(padding: int, flip: bool) -> int:
+    """An image's views: (2·padding + 1)² crops, each also mirrored with ``flip``."""
+    return (2 * padding + 1) ** 2 * (2 if flip else 1)
+
+
+def view_index(dy: Tensor, dx: Tensor, mirror: Tensor, padding: int, flip: bool) -> Tensor:
+    """Each view's number in 0..view_count − 1: the crop's (dy·(2·padding + 1) + dx), then ×2 + mirror with flips."""
+    crop = dy * (2 * padding + 1) + dx
+    return 2 * crop + mirror.long() if flip else crop
+
+
+class ViewAnswers:
+    """The teacher's answer to each (bank image, view) pair, asked the first time a KD batch draws it.
+
+    A bank image is never changed and has only (2·padding + 1)² × 2 views, so over a run the KD
+    batches draw the same view of an image again and again: at the digits settings (9 views; 25
+    batches of 256 a round, 256 new images a round) an image is drawn about 25 times. The teacher,
+    frozen and served as a fixed function of its input, answers the same bits each time, so
+    asking once per pair changes nothing the student sees and skips most of the teacher's passes.
+    """
+
+    def __init__(self, images: int, views: int, num_classes: int, device: torch.device) -> None:
+        self.logits = torch.zeros(images, views, num_classes, device=device)
+        self.known = torch.zeros(images, views, dtype=torch.bool, device=device)
+
+    @classmethod
+    def for_run(cls, cfg: FastDFKDConfig, num_classes: int, device: torch.device) -> ViewAnswers | None:
+        """A table for every view of the run's whole bank, or None where it would exceed
+        ``VIEW_ANSWERS_MAX_BYTES`` (CIFAR-100 at the published budget: 162 views of 56,320 images, 3.7 GB)."""
+        images = (cfg.warmup + cfg.epochs) * cfg.batch_size
+        views = view_count(cfg.crop_padding, cfg.flip)
+        if images * views * (4 * num_classes + 1) > VIEW_ANSWERS_MAX_BYTES:
+            return None
+        return cls(images, views, num_classes, device)
+
+    def lookup(self, idx: Tensor, view: Tensor, images: Tensor, ask: Callable[[Tensor], Tensor]) -> Tensor:
+        """The answers for views ``view`` of bank images ``idx`` (whose pixels are ``images``),
+        asking ``ask`` about those not yet known, in one batch."""
+        view = view.to(idx.device)
+        missing = ~self.known[idx, view]
+        if bool(missing.any()):
+            new = ask(images[missing])
+            # one batch may draw the same pair twice: both get the answer, which is the same either way
+            self.logits[idx[missing], view[missing]] = new
+            self.known[idx[missing], view[missing]] = True
+        return self.logits[idx, view]

@@ -35,8 +35,10 @@ from kdbench.data.images import (
     ImageData,
     InputFormat,
     convert_images,
+    crop_views,
     index_batches,
     random_crop_flip,
+    random_views,
 )
 from kdbench.errors import BenchError, ConfigError, DatasetNotFoundError, OptionError
 from kdbench.models import Classifier, create_model
@@ -238,6 +240,7 @@ __all__ = [
     "ask_in_chunks",
     "check_weight_file",
     "convert_images",
+    "crop_views",
     "derive_seed",
     "finite_logits",
     "index_batches",
@@ -245,6 +248,7 @@ __all__ = [
     "keep_top_k",
     "load_dataset",
     "random_crop_flip",
+    "random_views",
     "register_attack",
     "register_defense",
     "soft_kl",

@@ -26,11 +26,15 @@ from kdbench.attacks.fast_dfkd import (
     FastDFKDConfig,
     FastGenerator,
     MomentumBatchNormStatistics,
+    ViewAnswers,
     accumulate_gradients,
     adversarial_loss,
     synthesis_loss,
     to_bytes,
+    view_count,
+    view_index,
 )
+from kdbench.data.images import crop_views, random_crop_flip, random_views
 from kdbench.models import create_model
 from kdbench.progress import Progress
 from kdbench.serving.teacher import Access, QueryBudgetExceeded, Teacher
@@ -365,6 +369,75 @@ def test_fast_dfkd_trains_the_student_from_a_growing_bank_and_leaves_the_teacher
     assert all(not torch.equal(a, b) for a, b in zip(start, student.parameters(), strict=True))
     assert all(torch.equal(v, teacher.model.state_dict()[k]) for k, v in before.items())
     assert not any(layer._forward_hooks for layer in teacher.model.modules())  # the hooks are gone
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_kd_batches_answers_kept_per_view_train_the_same_student_with_fewer_teacher_passes(flip, monkeypatch):
+    """Asking the teacher once per (bank image, view) must change nothing the student sees."""
+    cfg = FastDFKDConfig(
+        epochs=3, warmup=1, kd_steps=6, batch_size=8, latent_dim=16, generator_width=8, crop_padding=1, flip=flip
+    )
+    students, asked = [], []
+    for keep_answers in (True, False):
+        if not keep_answers:
+            monkeypatch.setattr("kdbench.attacks.fast_dfkd.VIEW_ANSWERS_MAX_BYTES", 0)
+        teacher = tiny_teacher()
+        rows = []
+        serve = teacher.serve
+        monkeypatch.setattr(teacher, "serve", lambda x, serve=serve, rows=rows: rows.append(len(x)) or serve(x))
+        torch.manual_seed(1)
+        student = create_model("mlp", 4, (1, 8, 8))
+        FastDFKD(cfg).run(teacher, student, context())
+        students.append(student)
+        asked.append(sum(rows))
+    for kept, asked_afresh in zip(students[0].parameters(), students[1].parameters(), strict=True):
+        torch.testing.assert_close(kept, asked_afresh, rtol=1e-5, atol=1e-6)
+    # synthesis: (warmup + epochs) rounds of g_steps passes of a batch; KD: epochs × kd_steps batches
+    synthesis = (cfg.warmup + cfg.epochs) * cfg.g_steps * cfg.batch_size
+    assert asked[1] == synthesis + cfg.epochs * cfg.kd_steps * cfg.batch_size
+    # a bank of 32 images has at most 32 × 9 (× 2) distinct views; 18 batches of 8 draw 144 views
+    assert asked[0] - synthesis < asked[1] - synthesis
+
+
+def test_every_view_of_an_image_has_its_own_number():
+    for padding, flip in [(0, False), (1, False), (1, True), (4, True)]:
+        side = 2 * padding + 1
+        dy, dx, mirror = torch.meshgrid(
+            torch.arange(side), torch.arange(side), torch.tensor([0, 1] if flip else [0]), indexing="ij"
+        )
+        numbers = view_index(dy.flatten(), dx.flatten(), mirror.flatten().bool(), padding, flip)
+        assert sorted(numbers.tolist()) == list(range(view_count(padding, flip)))
+
+
+def test_named_views_are_the_random_crops_and_flips_bit_for_bit():
+    x = torch.randn(64, 3, 8, 8)
+    expected = random_crop_flip(x, padding=2, generator=torch.Generator().manual_seed(5))
+    views = random_views(64, 2, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(crop_views(x, 2, *views), expected)
+
+
+def test_view_answers_ask_only_about_views_not_yet_asked_and_serve_repeats_from_the_table():
+    answers = ViewAnswers(images=4, views=3, num_classes=2, device=torch.device("cpu"))
+    asked: list[list[float]] = []
+
+    def ask(images):  # the answer is a function of the pixels, as a frozen teacher's
+        asked.append(images.flatten(1)[:, 0].tolist())
+        return torch.stack([images.flatten(1).sum(1), -images.flatten(1).sum(1)], dim=1)
+
+    bank = torch.arange(4.0).view(4, 1, 1, 1)
+    idx, view = torch.tensor([0, 1, 1, 0]), torch.tensor([2, 0, 0, 2])  # one pair drawn twice in a batch
+    first = answers.lookup(idx, view, bank[idx] + view.view(-1, 1, 1, 1), ask)
+    again = answers.lookup(torch.tensor([1, 3]), torch.tensor([0, 0]), bank[[1, 3]], ask)
+    assert first[:, 0].tolist() == [2.0, 1.0, 1.0, 2.0]
+    assert again[:, 0].tolist() == [1.0, 3.0]
+    assert asked == [[2.0, 1.0, 1.0, 2.0], [3.0]]  # the second batch asked only about the new pair
+
+
+def test_view_answers_are_not_kept_where_the_table_would_be_too_large():
+    digits = FastDFKDConfig(epochs=160, warmup=2, batch_size=256, crop_padding=1, flip=False)
+    published_cifar100 = FastDFKDConfig(epochs=200, warmup=20, batch_size=256, crop_padding=4, flip=True)
+    assert ViewAnswers.for_run(digits, 10, torch.device("cpu")) is not None
+    assert ViewAnswers.for_run(published_cifar100, 100, torch.device("cpu")) is None
 
 
 def test_dfme_spends_exactly_its_iterations_queries_through_the_api():

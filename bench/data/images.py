@@ -251,11 +251,26 @@ CROP_PADDING = 4  # the training augmentation's crop: CIFAR's usual random crop 
 def random_crop_flip(x: Tensor, *, padding: int, generator: torch.Generator | None = None, flip: bool = True) -> Tensor:
     """torchvision's RandomCrop(size, padding) + RandomHorizontalFlip (``flip=False``: the crop
     alone), for a whole batch at once; differentiable with respect to ``x``."""
+    return crop_views(x, padding, *random_views(len(x), padding, generator=generator, flip=flip))
+
+
+def random_views(
+    n: int, padding: int, *, generator: torch.Generator | None = None, flip: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The draws of :func:`random_crop_flip` for ``n`` images, on the CPU: each crop's offsets
+    ``(dy, dx)`` in 0..2·padding and whether it is mirrored (never, with ``flip=False``)."""
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    mirror = (torch.rand(n, generator=generator) < 0.5) & flip
+    return dy, dx, mirror
+
+
+def crop_views(x: Tensor, padding: int, dy: Tensor, dx: Tensor, mirror: Tensor) -> Tensor:
+    """Each image of ``x`` zero-padded by ``padding``, cropped back to its size at ``(dy, dx)`` and
+    mirrored where ``mirror`` says; differentiable with respect to ``x``."""
     n, _, h, w = x.shape
+    dy, dx, mirror = dy.to(x.device), dx.to(x.device), mirror.to(x.device)
     padded = torch.nn.functional.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(x.device)
-    mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device) & flip
     rows = dy[:, None] + torch.arange(h, device=x.device)  # n×h
     cols = dx[:, None] + torch.arange(w, device=x.device)  # n×w
     cols = torch.where(mirror[:, None], cols.flip(1), cols)
