@@ -243,7 +243,7 @@ class Synthesizer:
         with torch.random.fork_rng(devices=[]):  # the generator's initial weights from the run's seed only
             torch.manual_seed(derive_seed(ctx.trainer.seed, "fast_dfkd/generator"))
             self.generator = FastGenerator(cfg.latent_dim, ctx.input_shape, cfg.generator_width)
-        self.generator = self.generator.to(self.device).train()
+        self.generator = ctx.trainer.acceleration.layout(self.generator.to(self.device)).train()
         self.meta_optimizer = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr_g * cfg.g_steps, betas=ADAM_BETAS)
         self.hooks = [MomentumBatchNormStatistics(layer, cfg.bn_momentum) for layer in batchnorm_layers(teacher.model)]
         self.bank: list[Tensor] = []  # uint8 batches, values 0..255 standing for [0, 1]

@@ -146,11 +146,10 @@ def test_every_dfme_cell_of_the_reference_has_its_stealing_curve_from_the_one_ru
         assert curve["499968"] == r.student_acc and r.details.queries == 499968
 
 
-def test_fast_dfkd_comes_within_10_points_of_kd_from_the_normal_teacher_and_the_nasty_teacher_lowers_it(all_records):
-    """Issue 30 asked for 5 points; the mlp stays 8.8 below KD at the default budget, whose table
-    shows it not converged for the mlp (docs/datasets-and-methods.md)."""
+def test_fast_dfkd_comes_within_5_points_of_kd_from_the_normal_teacher_and_the_nasty_teacher_lowers_it(all_records):
+    """Issue 30's target, for every student, at the converged default (docs/datasets-and-methods.md)."""
     normal = normal_means(all_records)
-    assert ((normal["kd"] - normal["fast_dfkd"]) <= 10.0).all(), normal[["kd", "fast_dfkd"]].to_dict()
+    assert ((normal["kd"] - normal["fast_dfkd"]) <= 5.0).all(), normal[["kd", "fast_dfkd"]].to_dict()
     fast = all_records[all_records.attack == "fast_dfkd"]
     acc = fast.groupby(["student", "defense"]).student_acc.mean().unstack()
     gap = acc["normal"] - acc["nasty"]
