@@ -244,7 +244,7 @@ class DFME(Attack):
         with torch.random.fork_rng(devices=[]):  # the generator's initial weights from the run's seed only
             torch.manual_seed(derive_seed(ctx.trainer.seed, "dfme/generator"))
             generator = DFMEGenerator(cfg.latent_dim, ctx.input_shape, cfg.generator_width)
-        generator = generator.to(device).train()
+        generator = ctx.trainer.acceleration.layout(generator.to(device)).train()
         optimizer = torch.optim.Adam(generator.parameters(), lr=cfg.generator_lr)
         schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.milestones(), cfg.lr_gamma)
         recipe = self.student_recipe(ctx)

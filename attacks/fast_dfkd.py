@@ -431,11 +431,12 @@ def view_index(dy: Tensor, dx: Tensor, mirror: Tensor, padding: int, flip: bool)
 class ViewAnswers:
     """The teacher's answer to each (bank image, view) pair, asked the first time a KD batch draws it.
 
-    A bank image is never changed and has only (2·padding + 1)² × 2 views, so over a run the KD
-    batches draw the same view of an image again and again: at the digits settings (9 views; 25
-    batches of 256 a round, 256 new images a round) an image is drawn about 25 times. The teacher,
-    frozen and served as a fixed function of its input, answers the same bits each time, so
-    asking once per pair changes nothing the student sees and skips most of the teacher's passes.
+    A bank image is never changed and has only ``view_count(padding, flip)`` views, so over a run
+    the KD batches draw the same view of an image again and again: at the digits settings (one view,
+    without crops or flips; 25 batches of 256 a round, 256 new images a round) an image is drawn
+    about 25 times. The teacher, frozen and served as a fixed function of its input, answers the
+    same bits each time, so asking once per pair changes nothing the student sees and skips most of
+    the teacher's passes.
     """
 
     def __init__(self, images: int, views: int, num_classes: int, device: torch.device) -> None:
