@@ -19,6 +19,9 @@ import pytest
 from rich.console import Console
 
 from kdbench.cli import _list
+from kdbench.config.compose import compose_config
+from kdbench.config.plan import plan_from_config
+from kdbench.matrix.pending import pending_cells
 from kdbench.report.leaderboard import leaderboard_frame, records_frame
 from kdbench.report.tables import matrix_table, ranking_table
 from kdbench.report.terminal import print_terminal_view, wrapped_name
@@ -141,6 +144,11 @@ def test_the_last_screen_of_an_80_column_run_is_the_golden_one(tmp_path, monkeyp
     # the run's own time is the one figure that is not the records': a fixed width keeps its
     # paragraph's line breaks those of the golden file
     monkeypatch.setattr("kdbench.matrix.run.duration", lambda seconds: "<time>")
+    # a stale reference would make the run below recompute its cells, half an hour of training
+    # instead of a failure: say so at once (tests/test_digits_matrix.py says which cells)
+    plan = plan_from_config(compose_config(["seeds=3"]))
+    stale = [cell.name for cell, _ in pending_cells(plan, RecordStore(plan.dataset_dir))]
+    assert not stale, f"{len(stale)} reference cells are stale, e.g. {stale[0]}: regenerate the reference"
     assert main(["run", "all", "seeds=3"]) == 0
     printed = capsys.readouterr().out.splitlines()
     screen = [line.rstrip() for line in printed[-40:]]
