@@ -89,7 +89,8 @@ class Acceleration:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
     def layout(self, model: nn.Module) -> nn.Module:
-        """The memory layout alone: for networks that only run forward here (a trained teacher)."""
+        """The memory layout alone, without compiling: for a trained teacher, which only runs forward
+        here, and for the attacks' generators (fast_dfkd's, dfme's)."""
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         return model
